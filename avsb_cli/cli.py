@@ -1,0 +1,610 @@
+"""The command line: parse, call a library function, render, exit.
+
+Heavy modules (httpx, keyring, Rich) are imported inside the commands that
+need them: every Tab of a shell completion re-runs this program, so the
+import path to the completion machinery stays as light as typer itself.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from typer.core import TyperGroup
+
+from avsb_cli import __version__
+from avsb_cli.errors import AvsbError, ExitCode, InputError, UsageError
+
+PROG = "avsb"
+COMPLETE_VAR = "_AVSB_COMPLETE"
+
+
+class Region(str, Enum):
+    us = "us"
+    eu = "eu"
+
+
+class Shell(str, Enum):
+    bash = "bash"
+    zsh = "zsh"
+    fish = "fish"
+    powershell = "powershell"
+
+
+def complete_project(incomplete: str) -> list[str]:
+    """Project names from the config file, for --project completion."""
+    try:
+        from avsb_cli.config import ConfigStore
+
+        return [p for p in ConfigStore().project_names() if p.startswith(incomplete)]
+    except Exception:  # a completion must never print a traceback
+        return []
+
+
+# Options shared by the commands ------------------------------------------------
+ProjectOpt = Annotated[
+    str,
+    typer.Option(
+        "--project", "-p", envvar="AVSB_PROJECT", autocompletion=complete_project,
+        help="A vs B project.", show_default=True,
+    ),
+]
+JsonOpt = Annotated[
+    bool, typer.Option("--json", help="Print one JSON document on stdout, errors included.")
+]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")]
+NoInputOpt = Annotated[
+    bool,
+    typer.Option("--no-input", envvar="AVSB_NO_INPUT", help="Never prompt, even on a terminal."),
+]
+TimeoutOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--timeout", metavar="SECONDS",
+        help="Total time for all attempts, retries included [default: 20; env AVSB_TIMEOUT].",
+    ),
+]
+
+
+def _start(project: str, json_mode: bool, quiet: bool) -> Any:
+    from avsb_cli import render
+    from avsb_cli.config import check_project
+
+    out = render.use(json_mode=json_mode, quiet=quiet)
+    check_project(project)
+    return out
+
+
+def _interactive(no_input: bool) -> bool:
+    return not no_input and sys.stdin.isatty() and sys.stderr.isatty()
+
+
+# The app --------------------------------------------------------------------------
+
+
+class AvsbGroup(TyperGroup):
+    """The root group: catches AvsbError once, and makes usage errors one line."""
+
+    def main(self, args: Any = None, prog_name: Any = None, complete_var: Any = None,
+             standalone_mode: bool = True, **extra: Any) -> Any:
+        argv = list(sys.argv[1:] if args is None else args)
+        code = run_guarded(
+            lambda: super(AvsbGroup, self).main(
+                args=argv, prog_name=prog_name or PROG, complete_var=complete_var or COMPLETE_VAR,
+                standalone_mode=False, **extra,
+            ),
+            argv,
+        )
+        if standalone_mode:
+            sys.exit(code)
+        return code
+
+
+def run_guarded(call: Any, argv: list[str]) -> int:
+    from typer._click import exceptions as click_exc
+
+    from avsb_cli import render
+
+    try:
+        rv = call()
+        return rv if isinstance(rv, int) else 0
+    except AvsbError as err:
+        render.current().error(err)
+        return int(err.exit_code)
+    except click_exc.UsageError as err:
+        # Raised before a command ran, so look at argv for --json ourselves.
+        out = render.Output(json_mode="--json" in argv)
+        where = err.ctx.command_path if err.ctx else PROG
+        out.error(UsageError(err.format_message(), hint=f"see '{where} --help'"))
+        return int(ExitCode.USAGE)
+    except click_exc.Abort:  # Ctrl-C or EOF at a prompt
+        sys.stderr.write("\n")
+        render.current().error(AvsbError("interrupted"))
+        return int(ExitCode.INTERRUPTED)
+    except KeyboardInterrupt:
+        render.current().error(AvsbError("interrupted"))
+        return int(ExitCode.INTERRUPTED)
+    except click_exc.ClickException as err:
+        render.current().error(UsageError(err.format_message()))
+        return int(err.exit_code)
+    except BrokenPipeError:
+        # Reader went away (`avsb ... | head`); nothing more to say.
+        try:
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115
+        except OSError:
+            pass
+        return int(ExitCode.ERROR)
+    except Exception as exc:
+        if os.environ.get("AVSB_DEBUG"):
+            raise
+        render.current().error(
+            AvsbError(
+                f"internal error: {type(exc).__name__}: {exc}",
+                hint="please report it; set AVSB_DEBUG=1 to see the traceback",
+            )
+        )
+        return int(ExitCode.ERROR)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"{PROG} {__version__}")
+        raise typer.Exit()
+
+
+app = typer.Typer(
+    name=PROG,
+    cls=AvsbGroup,
+    help="The command line for A vs B's integrations, starting with Segment.",
+    epilog="Docs: https://app.avsb.cloud/docs/integrations/segment",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+integrations_app = typer.Typer(
+    help="Turn A vs B's integrations on and off, per project.", no_args_is_help=True
+)
+integration_segment_app = typer.Typer(
+    help="The Segment integration: enable, disable, status, validate.", no_args_is_help=True
+)
+segment_app = typer.Typer(
+    help="Talk to Segment: send test events, validate the key, backfill.", no_args_is_help=True
+)
+app.add_typer(integrations_app, name="integrations")
+integrations_app.add_typer(integration_segment_app, name="segment")
+app.add_typer(segment_app, name="segment")
+
+
+@app.callback()
+def root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", "-V", callback=_version, is_eager=True,
+                     help="Print the version and exit."),
+    ] = False,
+) -> None:
+    """The command line for A vs B's integrations, starting with Segment.
+
+    Example: avsb integrations segment enable --write-key-stdin < key.txt
+    """
+
+
+# integrations list -------------------------------------------------------------
+
+
+@integrations_app.command("list")
+def integrations_list(
+    project: ProjectOpt = "default", json: JsonOpt = False, quiet: QuietOpt = False
+) -> None:
+    """List the project's integrations and their state.
+
+    Example: avsb integrations list --project shop
+    """
+    from avsb_cli import integration
+
+    out = _start(project, json, quiet)
+    doc = integration.list_integrations(project)
+    if json:
+        out.document(doc)
+        return
+    out.table(
+        f"Integrations of project {project}",
+        ["integration", "enabled", "mode", "region"],
+        [[i["name"], i["enabled"], i["mode"], i["region"]] for i in doc["integrations"]],
+    )
+
+
+# integrations segment enable / disable / status / validate ----------------------
+
+
+def _read_key(
+    write_key: str | None, stdin: bool, key_file: Path | None, interactive: bool
+) -> tuple[str | None, str]:
+    """The key the user gave, normalised, and where it came from."""
+    from avsb_cli import writekey
+
+    given = [x for x in (write_key is not None, stdin, key_file is not None) if x]
+    if len(given) > 1:
+        raise UsageError(
+            "give the key one way: --write-key, --write-key-stdin or --write-key-file"
+        )
+    if write_key is not None:
+        return writekey.normalise(write_key, source="--write-key"), "--write-key"
+    if stdin:
+        if sys.stdin.isatty():
+            raise UsageError("--write-key-stdin reads a pipe or a file, not the terminal",
+                             hint="e.g. printf %s \"$KEY\" | avsb ... --write-key-stdin")
+        data = sys.stdin.read(64 * 1024 + 1)
+        if len(data) > 64 * 1024:
+            raise InputError("standard input is far too long to be a write key")
+        return writekey.normalise(data, source="standard input"), "stdin"
+    if key_file is not None:
+        try:
+            with open(key_file, encoding="utf-8") as fh:
+                data = fh.read(64 * 1024 + 1)
+        except FileNotFoundError:
+            raise InputError(f"key file not found: {key_file}") from None
+        except IsADirectoryError:
+            raise InputError(f"key file is a folder: {key_file}") from None
+        except UnicodeDecodeError:
+            raise InputError(f"key file is not UTF-8 text: {key_file}") from None
+        except OSError as exc:
+            raise InputError(f"cannot read key file {key_file}: {exc.strerror}") from None
+        if len(data) > 64 * 1024:
+            raise InputError(f"key file {key_file} is far too long to be a write key")
+        return writekey.normalise(data, source=str(key_file)), "file"
+    if interactive:
+        answer = typer.prompt(
+            "Segment write key (blank: auto-detect window.analytics)",
+            default="", show_default=False, hide_input=True,
+        )
+        if answer.strip():
+            return writekey.normalise(answer, source="the prompt"), "prompt"
+        return None, "prompt-blank"
+    return None, "none"
+
+
+def _render_status(out: Any, doc: dict[str, Any], title: str | None = None) -> None:
+    key = doc["key_masked"] or "-"
+    state = doc["key_state"]
+    if state == "ok":
+        key_text = f"{key} (from {doc['key_source']})"
+    elif state == "none":
+        key_text = "none (auto-detect: the snippet uses the page's window.analytics)"
+    elif state == "missing":
+        key_text = f"MISSING from the {doc['key_source']} (fingerprint {doc['key_fingerprint']})"
+    else:
+        key_text = f"UNAVAILABLE: {doc['key_problem']}"
+    if doc["key_storage"] == "file" and state == "ok":
+        key_text += " [insecure storage: plain file]"
+    if doc.get("key_changed_outside_avsb"):
+        key_text += " [changed outside avsb]"
+    validation = doc.get("last_validation")
+    if validation:
+        v_text = ("passed" if validation.get("ok") else
+                  "FAILED: " + ", ".join(validation.get("failed", [])))
+        v_text += f" at {validation.get('checked_at')}"
+    else:
+        v_text = "never"
+    out.fields(
+        title or f"Segment integration of project {doc['project']}",
+        [
+            ("project", doc["project"]),
+            ("enabled", doc["enabled"]),
+            ("mode", doc["mode"]),
+            ("write key", key_text),
+            ("region", doc["region"]),
+            ("endpoint", f"{doc['endpoint']} ({doc['endpoint_source']})"),
+            ("last validation", v_text),
+            ("config", doc["config_path"]),
+        ],
+    )
+
+
+@integration_segment_app.command("enable")
+def segment_enable(
+    write_key: Annotated[
+        str | None,
+        typer.Option("--write-key", metavar="KEY",
+                     help="The Segment write key. Least safe: it lands in shell history and "
+                          "the process list; prefer --write-key-stdin or --write-key-file."),
+    ] = None,
+    write_key_stdin: Annotated[
+        bool, typer.Option("--write-key-stdin", help="Read the write key from standard input.")
+    ] = False,
+    write_key_file: Annotated[
+        Path | None,
+        typer.Option("--write-key-file", metavar="PATH", help="Read the write key from a file."),
+    ] = None,
+    auto_detect: Annotated[
+        bool,
+        typer.Option("--auto-detect",
+                     help="Use no write key: the snippet uses the page's window.analytics. "
+                          "Forgets a stored key."),
+    ] = False,
+    region: Annotated[
+        Region | None,
+        typer.Option("--region", help="Segment region of the workspace [default: us]."),
+    ] = None,
+    endpoint: Annotated[
+        str | None,
+        typer.Option("--endpoint", metavar="URL",
+                     help="Custom tracking domain or proxy, with or without /v1; "
+                          "'default' goes back to the region's host."),
+    ] = None,
+    insecure_storage: Annotated[
+        bool,
+        typer.Option("--insecure-storage",
+                     help="Keep the key in an owner-only plain file instead of the OS keyring."),
+    ] = False,
+    validate: Annotated[
+        bool,
+        typer.Option("--validate", help="Check the key with Segment first; refuse an unknown key."),
+    ] = False,
+    timeout: TimeoutOpt = None,
+    project: ProjectOpt = "default",
+    no_input: NoInputOpt = False,
+    json: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Turn the Segment integration on, optionally with a write key.
+
+    Without a key option, a terminal asks for the key (blank: auto-detect
+    mode); without a terminal, a new project gets auto-detect mode and a
+    configured one keeps its key. Running it again updates the settings.
+
+    Example: printf %s "$SEGMENT_WRITE_KEY" | avsb integrations segment enable --write-key-stdin
+    """
+    from avsb_cli import integration
+
+    out = _start(project, json, quiet)
+    if auto_detect and (write_key is not None or write_key_stdin or write_key_file):
+        raise UsageError("--auto-detect and a write key option exclude each other")
+    store_has_key = False
+    if not (auto_detect or write_key is not None or write_key_stdin or write_key_file):
+        from avsb_cli.config import ConfigStore
+
+        seg = ConfigStore.segment_of(ConfigStore().load(), project)
+        store_has_key = seg.get("key_storage", "none") != "none"
+    key, source = _read_key(
+        write_key, write_key_stdin, write_key_file,
+        _interactive(no_input) and not auto_detect and not store_has_key,
+    )
+    if source == "--write-key":
+        out.warn("--write-key leaves the key in shell history; prefer --write-key-stdin")
+    doc = integration.enable(
+        project, key=key, auto_detect=auto_detect or source == "prompt-blank",
+        region=region.value if region else None, endpoint=endpoint,
+        insecure_storage=insecure_storage, validate=validate, timeout=timeout,
+    )
+    if json:
+        out.document(doc)
+        return
+    if doc["mode"] == "auto-detect":
+        reason = "no terminal to ask for a key; " if source == "none" and not auto_detect else ""
+        out.note(f"Auto-detect mode: {reason}the snippet will use the page's window.analytics.")
+    _render_status(out, doc, f"Segment enabled for project {project}")
+
+
+@integration_segment_app.command("disable")
+def segment_disable(
+    forget_key: Annotated[
+        bool, typer.Option("--forget-key", help="Also delete the stored write key.")
+    ] = False,
+    project: ProjectOpt = "default",
+    json: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Turn the Segment integration off. The key stays stored unless --forget-key.
+
+    Example: avsb integrations segment disable --project shop --forget-key
+    """
+    from avsb_cli import integration
+
+    out = _start(project, json, quiet)
+    doc = integration.disable(project, forget_key=forget_key)
+    if json:
+        out.document(doc)
+        return
+    _render_status(out, doc, f"Segment disabled for project {project}")
+
+
+@integration_segment_app.command("status")
+def segment_status(
+    project: ProjectOpt = "default", json: JsonOpt = False, quiet: QuietOpt = False
+) -> None:
+    """Show the Segment integration: enabled, mode, key (masked), region, endpoint.
+
+    Example: avsb integrations segment status --json | jq .enabled
+    """
+    from avsb_cli import integration
+
+    out = _start(project, json, quiet)
+    doc = integration.status(project)
+    if json:
+        out.document(doc)
+    else:
+        _render_status(out, doc)
+
+
+def _validate(project: str, region: Region | None, send_event: bool, timeout: float | None,
+              json: bool, quiet: bool) -> None:
+    from avsb_cli import integration
+    from avsb_cli.errors import ValidationFailedError
+
+    out = _start(project, json, quiet)
+    event = None
+    if send_event:
+        import uuid
+
+        from avsb_cli import segment
+
+        event = segment.experiment_event(
+            anonymous_id=f"avsb-test-{uuid.uuid4()}", **_DEFAULT_FIELDS
+        )
+    doc = integration.validate(
+        project, region=region.value if region else None, send_event=event, timeout=timeout
+    )
+    if json:
+        out.document(doc)
+    else:
+        marks = {"pass": "PASS", "fail": "FAIL", "skip": "skip"}
+        out.table(
+            f"Validation of project {project}'s write key {doc['key_masked'] or ''}",
+            ["check", "result", "detail", "fix"],
+            [[c["title"], marks[c["status"]], c["detail"], c["fix"] or ""] for c in doc["checks"]],
+        )
+    if not doc["ok"]:
+        failed = [c for c in doc["checks"] if c["status"] == "fail"]
+        err = ValidationFailedError(f"validation failed: {failed[0]['title']}: "
+                                    f"{failed[0]['detail']}", hint=failed[0]["fix"] or None)
+        if json:  # the document above already says it all
+            from avsb_cli import render
+
+            render.use(json_mode=False, quiet=quiet)
+        raise err
+    out.line("All checks passed.")
+
+
+ValidateRegionOpt = Annotated[
+    Region | None,
+    typer.Option("--region", help="Region to check against [default: the configured one]."),
+]
+SendEventOpt = Annotated[
+    bool,
+    typer.Option("--send-event", help="Prove delivery with a real test event instead of an "
+                                       "empty batch (adds one event to your data)."),
+]
+
+
+@segment_app.command("validate")
+def segment_validate(
+    region: ValidateRegionOpt = None,
+    send_event: SendEventOpt = False,
+    timeout: TimeoutOpt = None,
+    project: ProjectOpt = "default",
+    json: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Prove the write key is real, in the right region, and reaches Segment.
+
+    Checks: the key is well-formed; Segment's settings CDN knows it; the
+    workspace's region matches; the tracking API accepts it. Exit 0 only if
+    every check passes.
+
+    Example: avsb segment validate --project shop --json
+    """
+    _validate(project, region, send_event, timeout, json, quiet)
+
+
+@integration_segment_app.command("validate")
+def integration_segment_validate(
+    region: ValidateRegionOpt = None,
+    send_event: SendEventOpt = False,
+    timeout: TimeoutOpt = None,
+    project: ProjectOpt = "default",
+    json: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Same as 'avsb segment validate'.
+
+    Example: avsb integrations segment validate --project shop
+    """
+    _validate(project, region, send_event, timeout, json, quiet)
+
+
+# segment test-event ---------------------------------------------------------------
+
+_DEFAULT_FIELDS = {
+    "experiment_id": "exp_abc123",
+    "experiment_name": "Homepage Hero Test",
+    "variation_id": "var_xyz789",
+    "variation_name": "Variation B",
+}
+
+
+@segment_app.command("test-event")
+def segment_test_event(
+    experiment_id: Annotated[str, typer.Option("--experiment-id")] = "exp_abc123",
+    experiment_name: Annotated[str, typer.Option("--experiment-name")] = "Homepage Hero Test",
+    variation_id: Annotated[str, typer.Option("--variation-id")] = "var_xyz789",
+    variation_name: Annotated[str, typer.Option("--variation-name")] = "Variation B",
+    user_id: Annotated[
+        str | None, typer.Option("--user-id", help="Send as this userId.")
+    ] = None,
+    anonymous_id: Annotated[
+        str | None,
+        typer.Option("--anonymous-id", help="Send as this anonymousId [default: generated]."),
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print the exact JSON payload; send nothing.")
+    ] = False,
+    timeout: TimeoutOpt = None,
+    project: ProjectOpt = "default",
+    json: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Send the avsb_experiment event the A vs B snippet sends, to check the pipe.
+
+    Example: avsb segment test-event --experiment-id exp_abc123 --user-id u_42
+    """
+    from avsb_cli import integration
+
+    out = _start(project, json, quiet)
+    fields = {
+        "experiment_id": experiment_id,
+        "experiment_name": experiment_name,
+        "variation_id": variation_id,
+        "variation_name": variation_name,
+    }
+    doc = integration.send_test_event(
+        project, fields=fields, user_id=user_id, anonymous_id=anonymous_id,
+        dry_run=dry_run, timeout=timeout,
+    )
+    if json or dry_run:
+        if dry_run and not json:
+            out.note(f"Dry run: would POST to {doc['endpoint']}:")
+        if not quiet or json:
+            out.document(doc if json else doc["payload"])
+        return
+    out.fields(
+        f"Test event sent for project {project}",
+        [
+            ("messageId", doc["message_id"]),
+            ("userId" if doc["user_id"] else "anonymousId",
+             doc["user_id"] or doc["anonymous_id"]),
+            ("endpoint", doc["endpoint"]),
+            ("HTTP status", doc["status"]),
+            ("attempts", doc["attempts"]),
+            ("latency", f"{doc['latency_ms']:.0f} ms"),
+            ("write key", f"{doc['key_masked']} (from {doc['key_source']})"),
+        ],
+    )
+    if doc["anonymous_id_generated"]:
+        out.note(f"Find it in Segment's debugger under anonymousId {doc['anonymous_id']}.")
+
+
+# completion -----------------------------------------------------------------------
+
+
+@app.command("completion")
+def completion(shell: Annotated[Shell, typer.Argument(help="The shell to print a script for.")]
+               ) -> None:
+    """Print the completion script for SHELL (bash, zsh, fish, powershell).
+
+    Example: avsb completion bash > ~/.local/share/bash-completion/completions/avsb
+    """
+    from avsb_cli.completion import script
+
+    sys.stdout.write(script(shell.value))
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

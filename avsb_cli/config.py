@@ -1,0 +1,204 @@
+"""The config store: non-secret state in one TOML file.
+
+Where: ``$AVSB_CONFIG_DIR/config.toml``, else ``typer.get_app_dir("avsb")``.
+What: per project, whether Segment is enabled, its mode, region, endpoint,
+where the key is kept and a short fingerprint of it, timestamps. Never a key.
+
+Writes are atomic (temp file in the same folder, fsync, rename) and happen
+under an exclusive lock around read-modify-write, so concurrent avsb processes
+lose no update and a crash leaves the old file or the new one. A corrupt file
+is reported with its line and left byte-for-byte as it was. Keys this version
+does not know are carried through untouched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import stat
+import sys
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from avsb_cli.errors import ConfigError, UsageError
+
+CONFIG_DIR_ENV = "AVSB_CONFIG_DIR"
+CONFIG_NAME = "config.toml"
+LOCK_NAME = ".lock"
+PROJECT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+def config_dir() -> Path:
+    env = os.environ.get(CONFIG_DIR_ENV, "").strip()
+    if env:
+        return Path(env).expanduser()
+    import typer  # already imported by the CLI; kept lazy for library use
+
+    return Path(typer.get_app_dir("avsb"))
+
+
+def config_path() -> Path:
+    return config_dir() / CONFIG_NAME
+
+
+def now() -> str:
+    """UTC time as ISO-8601 with milliseconds, the format Segment uses."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def check_project(name: str) -> str:
+    if not PROJECT_RE.match(name or ""):
+        raise UsageError(
+            f"invalid project name {name!r}",
+            hint="use 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit",
+        )
+    return name
+
+
+def _ensure_dir(path: Path) -> None:
+    try:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"cannot create config folder {path}: {exc.strerror}") from None
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """Parse a TOML file; a missing file is empty, a corrupt one a ConfigError."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return {}
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
+    import tomllib
+
+    try:
+        return tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{path} is not valid UTF-8 (byte {exc.start})",
+            hint="fix or move the file; avsb left it untouched",
+        ) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(
+            f"{path} is not valid TOML: {exc}",
+            hint="fix or move the file; avsb left it untouched",
+        ) from None
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically with mode 0600."""
+    _ensure_dir(path.parent)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.fchmod(fd, 0o600)
+            os.write(fd, text.encode("utf-8"))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise ConfigError(f"cannot write {path}: {exc.strerror}") from None
+    # Make the rename itself durable.
+    with contextlib.suppress(OSError):
+        dfd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+
+
+@contextlib.contextmanager
+def locked(folder: Path, name: str = LOCK_NAME) -> Iterator[None]:
+    """An exclusive advisory lock on the config folder, for read-modify-write."""
+    import fcntl
+
+    _ensure_dir(folder)
+    try:
+        fd = os.open(folder / name, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:
+        raise ConfigError(f"cannot lock config folder {folder}: {exc.strerror}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+_warned: set[Path] = set()
+
+
+def _warn_permissions(path: Path) -> None:
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return
+    if mode & (stat.S_IRWXG | stat.S_IRWXO) and path not in _warned:
+        _warned.add(path)
+        print(
+            f"avsb: warning: {path} is readable by others (mode {stat.S_IMODE(mode):o}); "
+            f"run: chmod 600 {path}",
+            file=sys.stderr,
+        )
+
+
+class ConfigStore:
+    """The TOML config file, read whole and written whole."""
+
+    def __init__(self, path: Path | None = None) -> None:
+        self.path = path or config_path()
+
+    def load(self) -> dict[str, Any]:
+        data = read_toml(self.path)
+        if data:
+            _warn_permissions(self.path)
+        return data
+
+    def update(self, change: Callable[[dict[str, Any]], Any]) -> Any:
+        """Apply ``change`` to the current document under the lock, then save it."""
+        import tomli_w
+
+        with locked(self.path.parent):
+            data = read_toml(self.path)
+            result = change(data)
+            write_atomic(self.path, tomli_w.dumps(data))
+        return result
+
+    # Views on the document -------------------------------------------------
+
+    @staticmethod
+    def segment_of(data: dict[str, Any], project: str) -> dict[str, Any]:
+        """The ``[projects.<project>.segment]`` table, or {} when absent."""
+        projects = data.get("projects")
+        if not isinstance(projects, dict):
+            return {}
+        proj = projects.get(project)
+        if not isinstance(proj, dict):
+            return {}
+        seg = proj.get("segment")
+        return seg if isinstance(seg, dict) else {}
+
+    @staticmethod
+    def segment_for_update(data: dict[str, Any], project: str) -> dict[str, Any]:
+        """The segment table of ``project``, created if needed (for ``update``)."""
+        projects = data.setdefault("projects", {})
+        if not isinstance(projects, dict):
+            raise ConfigError("'projects' in the config file is not a table")
+        proj = projects.setdefault(project, {})
+        if not isinstance(proj, dict):
+            raise ConfigError(f"'projects.{project}' in the config file is not a table")
+        seg = proj.setdefault("segment", {})
+        if not isinstance(seg, dict):
+            raise ConfigError(f"'projects.{project}.segment' in the config file is not a table")
+        return seg
+
+    def project_names(self) -> list[str]:
+        projects = self.load().get("projects")
+        return sorted(projects) if isinstance(projects, dict) else []

@@ -1,0 +1,99 @@
+"""Errors and exit codes.
+
+Every failure avsb expects is an ``AvsbError``; the CLI catches the base class
+once, prints one line (or one JSON document) and exits with the error's code.
+The codes are part of the scripting contract: they are documented in the
+README and pinned by tests, so change them only on purpose.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    OK = 0
+    #: An unexpected failure (a bug): reported in one line, never a traceback.
+    ERROR = 1
+    #: Bad command line: unknown option, bad value, conflicting options.
+    USAGE = 2
+    #: The integration is not enabled, or has no write key where one is needed.
+    NOT_CONFIGURED = 3
+    #: No usable OS keyring (none installed, locked, null backend, timed out).
+    KEYRING_UNAVAILABLE = 4
+    #: The write key is malformed, or Segment does not know it, or a check failed.
+    VALIDATION_FAILED = 5
+    #: Segment could not be reached, or answered with an error.
+    NETWORK = 6
+    #: The config file is corrupt or cannot be written.
+    CONFIG = 7
+    #: Input data (an enrollments file) had records that were not sent.
+    INPUT = 8
+    #: Interrupted by Ctrl-C (128 + SIGINT).
+    INTERRUPTED = 130
+
+
+class AvsbError(Exception):
+    """Base of every error avsb reports to the user.
+
+    ``message`` is one sentence; ``hint`` tells what to do about it.
+    """
+
+    exit_code: ExitCode = ExitCode.ERROR
+    code: str = "error"
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def to_dict(self) -> dict[str, object]:
+        doc: dict[str, object] = {"code": self.code, "message": self.message}
+        if self.hint:
+            doc["hint"] = self.hint
+        return doc
+
+
+class UsageError(AvsbError):
+    exit_code = ExitCode.USAGE
+    code = "usage"
+
+
+class NotConfiguredError(AvsbError):
+    exit_code = ExitCode.NOT_CONFIGURED
+    code = "not_configured"
+
+
+class KeyringUnavailableError(AvsbError):
+    exit_code = ExitCode.KEYRING_UNAVAILABLE
+    code = "keyring_unavailable"
+
+
+class InvalidKeyError(AvsbError):
+    exit_code = ExitCode.VALIDATION_FAILED
+    code = "invalid_key"
+
+
+class ValidationFailedError(AvsbError):
+    exit_code = ExitCode.VALIDATION_FAILED
+    code = "validation_failed"
+
+
+class NetworkError(AvsbError):
+    exit_code = ExitCode.NETWORK
+    code = "network"
+
+
+class ConfigError(AvsbError):
+    exit_code = ExitCode.CONFIG
+    code = "config"
+
+
+class InputError(AvsbError):
+    exit_code = ExitCode.INPUT
+    code = "input"
+
+
+class Interrupted(AvsbError):
+    exit_code = ExitCode.INTERRUPTED
+    code = "interrupted"

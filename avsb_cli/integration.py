@@ -1,0 +1,450 @@
+"""What the commands do, as plain functions that take arguments and return dicts.
+
+The CLI layer parses options, calls one of these, renders the result and
+exits. Nothing here prints. The dicts returned are the documented JSON output.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+from collections.abc import Iterator
+from typing import Any
+
+from avsb_cli import config as config_mod
+from avsb_cli import endpoints, writekey
+from avsb_cli.config import ConfigStore
+from avsb_cli.errors import (
+    AvsbError,
+    KeyringUnavailableError,
+    NotConfiguredError,
+    ValidationFailedError,
+)
+
+INTEGRATIONS = ("segment",)
+
+
+@contextlib.contextmanager
+def deferred_interrupt() -> Iterator[None]:
+    """Hold Ctrl-C until the block ends, so key and config change together."""
+    try:
+        previous = signal.getsignal(signal.SIGINT)
+        hit: list[int] = []
+        signal.signal(signal.SIGINT, lambda *_: hit.append(1))
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if hit:
+            raise KeyboardInterrupt
+
+
+# Status ------------------------------------------------------------------------
+
+
+def status(
+    project: str, *, store: ConfigStore | None = None, keystore: Any | None = None
+) -> dict[str, Any]:
+    store = store or ConfigStore()
+    seg = ConfigStore.segment_of(store.load(), project)
+    resolved = writekey.resolve(project, seg, keystore=keystore)
+    key_fp = writekey.fingerprint(resolved.key) if resolved.key else None
+    stored_fp = seg.get("key_fingerprint")
+    validation = seg.get("validation") if isinstance(seg.get("validation"), dict) else None
+    doc: dict[str, Any] = {
+        "project": project,
+        "integration": "segment",
+        "configured": bool(seg),
+        "enabled": bool(seg.get("enabled", False)),
+        "mode": seg.get("mode", "auto-detect"),
+        "key_state": resolved.state,
+        "key_source": resolved.source,
+        "key_storage": seg.get("key_storage", "none"),
+        "key_masked": resolved.masked or None,
+        "key_fingerprint": key_fp or stored_fp,
+        "key_changed_outside_avsb": bool(
+            resolved.source in ("keyring", "file") and key_fp and stored_fp and key_fp != stored_fp
+        ),
+        "key_problem": resolved.problem.message if resolved.problem else None,
+        "region": seg.get("region", endpoints.DEFAULT_REGION),
+        "endpoint": _safe_tracking(seg),
+        "endpoint_source": endpoints.endpoint_source(seg),
+        "last_validation": validation,
+        "enabled_at": seg.get("enabled_at"),
+        "updated_at": seg.get("updated_at"),
+        "config_path": str(store.path),
+    }
+    return doc
+
+
+def _safe_tracking(seg: dict[str, Any]) -> str:
+    try:
+        return endpoints.tracking_base(seg)
+    except AvsbError as exc:
+        return f"(invalid: {exc.message})"
+
+
+def list_integrations(project: str, *, store: ConfigStore | None = None) -> dict[str, Any]:
+    store = store or ConfigStore()
+    seg = ConfigStore.segment_of(store.load(), project)
+    return {
+        "project": project,
+        "integrations": [
+            {
+                "name": "segment",
+                "enabled": bool(seg.get("enabled", False)),
+                "mode": seg.get("mode", "auto-detect") if seg else None,
+                "region": seg.get("region", endpoints.DEFAULT_REGION) if seg else None,
+            }
+        ],
+    }
+
+
+# Enable / disable ---------------------------------------------------------------
+
+
+def enable(
+    project: str,
+    *,
+    key: str | None,
+    auto_detect: bool = False,
+    region: str | None = None,
+    endpoint: str | None = None,
+    insecure_storage: bool = False,
+    validate: bool = False,
+    store: ConfigStore | None = None,
+    keystore: Any | None = None,
+    transport: Any | None = None,
+    timeout: float | None = None,
+) -> dict[str, Any]:
+    """Turn Segment on for ``project``; store ``key`` if given.
+
+    Without a key the stored key (if any) is kept; ``auto_detect`` forgets it.
+    Nothing is stored unless everything succeeds.
+    """
+    store = store or ConfigStore()
+    if keystore is None:
+        from avsb_cli import keystore as keystore_mod
+
+        keystore = keystore_mod
+    current = ConfigStore.segment_of(store.load(), project)  # a corrupt file stops us here
+    new_region = endpoints.check_region(region) if region else current.get("region", "us")
+    new_endpoint = (
+        endpoints.normalise_url(endpoint) if endpoint else current.get("endpoint", "")
+    )
+    if endpoint is not None and endpoint.strip() in ("", "default"):
+        new_endpoint = ""
+
+    if key and validate:
+        checks = validate_key(
+            key, region=new_region, tracking=endpoints.tracking_base(
+                {"region": new_region, "endpoint": new_endpoint}
+            ), transport=transport, timeout=timeout,
+        )
+        failed = [c for c in checks if c["status"] == "fail"]
+        if failed:
+            raise ValidationFailedError(
+                f"key not stored: {failed[0]['title']} failed: {failed[0]['detail']}",
+                hint=failed[0]["fix"] or None,
+            )
+
+    storage = current.get("key_storage", "none")
+    with deferred_interrupt():
+        undo = None
+        if key:
+            undo = _store_key(project, key, insecure_storage, storage, keystore)
+            storage = "file" if insecure_storage else "keyring"
+        elif auto_detect:
+            _forget_key(project, storage, keystore)
+            storage = "none"
+
+        def change(data: dict[str, Any]) -> None:
+            seg = ConfigStore.segment_for_update(data, project)
+            stamp = config_mod.now()
+            if not seg.get("enabled"):
+                seg["enabled_at"] = stamp
+            seg["enabled"] = True
+            seg["mode"] = "write-key" if storage != "none" else "auto-detect"
+            seg["key_storage"] = storage
+            if key:
+                seg["key_fingerprint"] = writekey.fingerprint(key)
+                seg.pop("validation", None)
+            elif storage == "none":
+                seg.pop("key_fingerprint", None)
+                seg.pop("validation", None)
+            seg["region"] = new_region
+            seg["endpoint"] = new_endpoint
+            seg["updated_at"] = stamp
+
+        try:
+            store.update(change)
+        except BaseException:
+            if undo:
+                undo()
+            raise
+    return status(project, store=store, keystore=keystore)
+
+
+def _store_key(
+    project: str, key: str, insecure: bool, old_storage: str, keystore: Any
+) -> Any:
+    """Store ``key``; return a function that puts back what was there before."""
+    from avsb_cli.keystore import FileKeyStore
+
+    if insecure:
+        files = FileKeyStore()
+        old = files.get(project)
+        files.set(project, key)
+        return lambda: files.set(project, old) if old else files.delete(project)
+    try:
+        old = keystore.get_key(project)
+    except KeyringUnavailableError:
+        raise
+    keystore.set_key(project, key)
+    if old_storage == "file":
+        FileKeyStore().delete(project)  # the keyring copy supersedes the plain one
+
+    def undo() -> None:
+        with contextlib.suppress(AvsbError):
+            if old:
+                keystore.set_key(project, old)
+            else:
+                keystore.delete_key(project)
+
+    return undo
+
+
+def _forget_key(project: str, storage: str, keystore: Any) -> bool:
+    from avsb_cli.keystore import FileKeyStore
+
+    if storage == "file":
+        return FileKeyStore().delete(project)
+    if storage == "keyring":
+        return keystore.delete_key(project)
+    return False
+
+
+def disable(
+    project: str,
+    *,
+    forget_key: bool = False,
+    store: ConfigStore | None = None,
+    keystore: Any | None = None,
+) -> dict[str, Any]:
+    store = store or ConfigStore()
+    if keystore is None:
+        from avsb_cli import keystore as keystore_mod
+
+        keystore = keystore_mod
+    current = ConfigStore.segment_of(store.load(), project)
+    forgot = False
+    with deferred_interrupt():
+        if forget_key:
+            forgot = _forget_key(project, current.get("key_storage", "none"), keystore)
+        if current:
+
+            def change(data: dict[str, Any]) -> None:
+                seg = ConfigStore.segment_for_update(data, project)
+                stamp = config_mod.now()
+                if seg.get("enabled"):
+                    seg["disabled_at"] = stamp
+                seg["enabled"] = False
+                if forget_key:
+                    seg["key_storage"] = "none"
+                    seg["mode"] = "auto-detect"
+                    seg.pop("key_fingerprint", None)
+                    seg.pop("validation", None)
+                seg["updated_at"] = stamp
+
+            store.update(change)
+    doc = status(project, store=store, keystore=keystore)
+    doc["key_forgotten"] = forgot
+    return doc
+
+
+# Talking to Segment ---------------------------------------------------------------
+
+
+def usable_key(project: str, *, store: ConfigStore | None = None, keystore: Any | None = None):
+    """The segment config and the key for a command that must send something."""
+    store = store or ConfigStore()
+    seg = ConfigStore.segment_of(store.load(), project)
+    if seg and not seg.get("enabled", False):
+        raise NotConfiguredError(
+            f"the Segment integration is disabled for project {project!r}",
+            hint=f"run: avsb integrations segment enable --project {project}",
+        )
+    resolved = writekey.resolve(project, seg, keystore=keystore)
+    if resolved.key:
+        return seg, resolved
+    if resolved.problem:
+        raise resolved.problem
+    if not seg:
+        raise NotConfiguredError(
+            f"the Segment integration is not enabled for project {project!r}",
+            hint=f"run: avsb integrations segment enable --project {project}, "
+            f"or set {writekey.ENV_KEY}",
+        )
+    if resolved.state == "missing":
+        raise NotConfiguredError(
+            f"the write key of project {project!r} is missing from the {resolved.source}",
+            hint="store it again: avsb integrations segment enable --write-key-stdin",
+        )
+    raise NotConfiguredError(
+        f"project {project!r} is in auto-detect mode and has no write key to send with",
+        hint=f"store one with: avsb integrations segment enable --write-key-stdin, "
+        f"or set {writekey.ENV_KEY}",
+    )
+
+
+def validate_key(
+    key: str | None,
+    *,
+    region: str,
+    tracking: str,
+    key_problem: str | None = None,
+    send_event: dict[str, Any] | None = None,
+    transport: Any | None = None,
+    timeout: float | None = None,
+) -> list[dict[str, Any]]:
+    from avsb_cli import segment
+
+    policy = segment.Policy.from_env(timeout)
+    with segment.build_client(transport, policy=policy) as client:
+        checks = segment.run_checks(
+            client,
+            key=key,
+            key_problem=key_problem,
+            region=region,
+            tracking=tracking,
+            cdn=endpoints.cdn_base(),
+            policy=policy,
+            send_event=send_event,
+        )
+    return [c.to_dict() for c in checks]
+
+
+def validate(
+    project: str,
+    *,
+    region: str | None = None,
+    send_event: dict[str, Any] | None = None,
+    store: ConfigStore | None = None,
+    keystore: Any | None = None,
+    transport: Any | None = None,
+    timeout: float | None = None,
+) -> dict[str, Any]:
+    store = store or ConfigStore()
+    seg = ConfigStore.segment_of(store.load(), project)
+    key: str | None = None
+    problem: str | None = None
+    try:
+        resolved = writekey.resolve(project, seg, keystore=keystore)
+    except AvsbError as exc:  # a malformed AVSB_SEGMENT_WRITE_KEY
+        resolved, problem = None, exc.message
+    if resolved is not None:
+        key = resolved.key
+        if resolved.problem:
+            problem = resolved.problem.message
+        elif resolved.state == "missing":
+            problem = f"the write key is missing from the {resolved.source}"
+        elif not key:
+            problem = "no write key: the project is in auto-detect mode or not enabled"
+    the_region = endpoints.check_region(region) if region else seg.get("region", "us")
+    checks = validate_key(
+        key,
+        region=the_region,
+        tracking=endpoints.tracking_base(seg),
+        key_problem=problem,
+        send_event=send_event,
+        transport=transport,
+        timeout=timeout,
+    )
+    ok = all(c["status"] != "fail" for c in checks)
+    checked_at = config_mod.now()
+    doc = {
+        "project": project,
+        "ok": ok,
+        "key_masked": writekey.mask(key) or None,
+        "key_source": resolved.source if resolved else "env",
+        "region": the_region,
+        "endpoint": endpoints.tracking_base(seg),
+        "checks": checks,
+        "checked_at": checked_at,
+    }
+    if seg:
+
+        def change(data: dict[str, Any]) -> None:
+            target = ConfigStore.segment_for_update(data, project)
+            target["validation"] = {
+                "ok": ok,
+                "checked_at": checked_at,
+                "failed": [c["name"] for c in checks if c["status"] == "fail"],
+                "key_fingerprint": writekey.fingerprint(key) if key else "",
+            }
+
+        try:
+            store.update(change)
+            doc["recorded"] = True
+        except AvsbError as exc:
+            doc["recorded"] = False
+            doc["record_problem"] = exc.message
+    else:
+        doc["recorded"] = False
+    return doc
+
+
+def send_test_event(
+    project: str,
+    *,
+    fields: dict[str, str],
+    user_id: str | None,
+    anonymous_id: str | None,
+    dry_run: bool = False,
+    store: ConfigStore | None = None,
+    keystore: Any | None = None,
+    transport: Any | None = None,
+    timeout: float | None = None,
+) -> dict[str, Any]:
+    from avsb_cli import segment
+
+    generated = False
+    if not user_id and not anonymous_id:
+        import uuid
+
+        anonymous_id, generated = f"avsb-test-{uuid.uuid4()}", True
+    msg = segment.experiment_event(user_id=user_id, anonymous_id=anonymous_id, **fields)
+    msg["sentAt"] = segment.now_iso()
+    segment.encode(msg)  # size check before any key lookup
+    if dry_run:
+        store = store or ConfigStore()
+        seg = ConfigStore.segment_of(store.load(), project)
+        return {
+            "project": project,
+            "dry_run": True,
+            "endpoint": f"{endpoints.tracking_base(seg)}/v1/track",
+            "anonymous_id_generated": generated,
+            "payload": msg,
+        }
+    seg, resolved = usable_key(project, store=store, keystore=keystore)
+    base = endpoints.tracking_base(seg)
+    policy = segment.Policy.from_env(timeout)
+    with segment.build_client(transport, policy=policy) as client:
+        delivery = segment.send_track(client, base, resolved.key, msg, policy)
+    return {
+        "project": project,
+        "dry_run": False,
+        "message_id": msg["messageId"],
+        "user_id": msg.get("userId"),
+        "anonymous_id": msg.get("anonymousId"),
+        "anonymous_id_generated": generated,
+        "endpoint": delivery.url,
+        "status": delivery.status,
+        "attempts": delivery.attempts,
+        "latency_ms": delivery.latency_ms,
+        "key_masked": resolved.masked,
+        "key_source": resolved.source,
+    }

@@ -1,0 +1,185 @@
+"""The key store: write keys in the OS keyring, one item per project.
+
+Service ``avsb``, user name ``segment:<project>``. The keyring library picks
+the backend (``PYTHON_KEYRING_BACKEND`` and keyringrc.cfg are honoured). Three
+things the library does not do for us, done here:
+
+- every call is bounded by a timeout (``AVSB_KEYRING_TIMEOUT``, seconds): a
+  locked Secret Service collection on a desktop waits forever for a dialog;
+- every write is read back, because the null backend drops writes silently;
+- every failure, including the SecretService backend's bare RuntimeError
+  when there is no D-Bus, becomes one KeyringUnavailableError that says
+  what to do instead.
+
+``FileKeyStore`` is the explicit, insecure alternative (``--insecure-storage``):
+an owner-only TOML file next to the config.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from avsb_cli.errors import AvsbError, KeyringUnavailableError
+
+SERVICE = "avsb"
+TIMEOUT_ENV = "AVSB_KEYRING_TIMEOUT"
+DEFAULT_TIMEOUT = 15.0
+SECRETS_NAME = "secrets.toml"
+
+WAYS_OUT = (
+    "unlock or install a Secret Service (e.g. gnome-keyring), "
+    "or set AVSB_SEGMENT_WRITE_KEY (CI), "
+    "or pass --insecure-storage to keep the key in an owner-only file"
+)
+
+T = TypeVar("T")
+
+
+def username(project: str) -> str:
+    return f"segment:{project}"
+
+
+def _timeout() -> float:
+    try:
+        return max(0.1, float(os.environ.get(TIMEOUT_ENV, DEFAULT_TIMEOUT)))
+    except ValueError:
+        return DEFAULT_TIMEOUT
+
+
+def _unavailable(reason: str) -> KeyringUnavailableError:
+    return KeyringUnavailableError(f"no usable OS keyring: {reason}", hint=WAYS_OUT)
+
+
+def _bounded(what: str, fn: Callable[[], T]) -> T:
+    """Run a keyring call in a daemon thread and give up after the timeout."""
+    result: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            result["value"] = fn()
+        except BaseException as exc:  # handed to the caller below
+            result["error"] = exc
+
+    timeout = _timeout()
+    worker = threading.Thread(target=run, name=f"keyring-{what}", daemon=True)
+    worker.start()
+    worker.join(timeout)
+    if worker.is_alive():
+        raise _unavailable(
+            f"the keyring did not answer within {timeout:g}s "
+            "(a locked collection waiting for an unlock prompt?)"
+        )
+    if "error" in result:
+        exc = result["error"]
+        if isinstance(exc, AvsbError):
+            raise exc
+        if isinstance(exc, KeyboardInterrupt):
+            raise exc
+        name = type(exc).__name__
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else name
+        raise _unavailable(f"{what} failed: {detail} ({name})")
+    return result["value"]
+
+
+_backend: Any = None
+
+
+def backend() -> Any:
+    """The keyring backend the keyring library chose, checked to be usable."""
+    global _backend
+    if _backend is not None:
+        return _backend
+
+    def pick() -> Any:
+        import keyring
+
+        return keyring.get_keyring()
+
+    kr = _bounded("finding a keyring backend", pick)
+    kind = f"{type(kr).__module__}.{type(kr).__qualname__}"
+    if kind.startswith("keyring.backends.fail."):
+        raise _unavailable("no keyring backend is installed or reachable (no D-Bus session?)")
+    if kind.startswith("keyring.backends.null."):
+        raise _unavailable("the keyring backend is the null backend, which stores nothing")
+    _backend = kr
+    return kr
+
+
+def backend_name() -> str:
+    kr = backend()
+    return f"{type(kr).__module__}.{type(kr).__qualname__}"
+
+
+def reset() -> None:
+    """Forget the cached backend (tests switch backends)."""
+    global _backend
+    _backend = None
+
+
+def get_key(project: str) -> str | None:
+    kr = backend()
+    return _bounded("reading the key", lambda: kr.get_password(SERVICE, username(project)))
+
+
+def set_key(project: str, key: str) -> None:
+    kr = backend()
+    _bounded("storing the key", lambda: kr.set_password(SERVICE, username(project), key))
+    if get_key(project) != key:
+        raise _unavailable(
+            f"the keyring backend ({type(kr).__name__}) accepted the key but did not keep it"
+        )
+
+
+def delete_key(project: str) -> bool:
+    """Delete the project's key; False when there was none."""
+    kr = backend()
+
+    def delete() -> bool:
+        from keyring.errors import PasswordDeleteError
+
+        try:
+            kr.delete_password(SERVICE, username(project))
+        except PasswordDeleteError:
+            return False
+        return True
+
+    return _bounded("deleting the key", delete)
+
+
+class FileKeyStore:
+    """Keys in ``secrets.toml`` beside the config, mode 0600 (``--insecure-storage``)."""
+
+    def __init__(self) -> None:
+        from avsb_cli.config import config_dir
+
+        self.path = config_dir() / SECRETS_NAME
+
+    def get(self, project: str) -> str | None:
+        from avsb_cli.config import read_toml
+
+        seg = read_toml(self.path).get("segment", {})
+        value = seg.get(project) if isinstance(seg, dict) else None
+        return value if isinstance(value, str) and value else None
+
+    def _update(self, change: Callable[[dict[str, Any]], None]) -> None:
+        import tomli_w
+
+        from avsb_cli.config import locked, read_toml, write_atomic
+
+        with locked(self.path.parent, ".secrets.lock"):
+            data = read_toml(self.path)
+            seg = data.setdefault("segment", {})
+            change(seg)
+            write_atomic(self.path, tomli_w.dumps(data))
+
+    def set(self, project: str, key: str) -> None:
+        self._update(lambda seg: seg.__setitem__(project, key))
+
+    def delete(self, project: str) -> bool:
+        existed = self.get(project) is not None
+        if existed:
+            self._update(lambda seg: seg.pop(project, None))
+        return existed

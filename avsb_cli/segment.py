@@ -1,0 +1,459 @@
+"""The Segment client: the event A vs B sends, and delivery that survives a bad network.
+
+One ``httpx.Client`` is built in ``build_client`` (User-Agent, timeouts, no
+redirects, a ``transport`` seam for tests). ``request`` wraps every call in
+the retry policy written in the README:
+
+- retried: connection errors (refused, reset), timeouts, HTTP 408, 429 and
+  5xx except 501 and 505;
+- backoff: 0.5 s, 1 s, 2 s, ... capped at 8 s, each scaled by a random
+  factor in [0.5, 1] (jitter); ``Retry-After`` is honoured up to 10 s;
+- bounded: at most ``attempts`` tries and never past the total ``deadline``
+  (20 s by default, ``--timeout`` / ``AVSB_TIMEOUT``);
+- not retried: DNS failures, TLS failures, other 4xx (Segment's message is
+  shown), and redirects, which are never followed so the key never goes to
+  another host.
+
+The caller builds the body once, so every attempt carries the same messageId
+and Segment deduplicates a retry that had in fact arrived.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import socket
+import ssl
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+import httpx
+
+from avsb_cli import __version__
+from avsb_cli.errors import NetworkError, UsageError
+from avsb_cli.writekey import redact
+
+USER_AGENT = f"avsb/{__version__} (+https://app.avsb.cloud/docs/integrations/segment)"
+EVENT = "avsb_experiment"
+EVENT_NAME = "experiment_viewed"
+MAX_MESSAGE_BYTES = 32 << 10
+TIMEOUT_ENV = "AVSB_TIMEOUT"
+RETRY_STATUSES = frozenset({408, 429}) | frozenset(range(500, 600)) - {501, 505}
+
+
+@dataclass
+class Policy:
+    attempts: int = 6
+    backoff: float = 0.5
+    backoff_cap: float = 8.0
+    retry_after_cap: float = 10.0
+    #: total seconds for all attempts and waits
+    deadline: float = 20.0
+    connect_timeout: float = 5.0
+    read_timeout: float = 10.0
+
+    @classmethod
+    def from_env(cls, timeout: float | None = None) -> Policy:
+        if timeout is None:
+            raw = os.environ.get(TIMEOUT_ENV, "").strip()
+            if raw:
+                try:
+                    timeout = float(raw)
+                except ValueError:
+                    raise UsageError(f"{TIMEOUT_ENV} must be a number of seconds") from None
+        policy = cls()
+        if timeout is not None:
+            if not 0 < timeout <= 3600:
+                raise UsageError("the timeout must be between 0 and 3600 seconds")
+            policy.deadline = timeout
+            policy.read_timeout = min(policy.read_timeout, timeout)
+            policy.connect_timeout = min(policy.connect_timeout, timeout)
+        return policy
+
+    def delay(self, retry: int) -> float:
+        """Wait before retry number ``retry`` (1-based), with jitter."""
+        base = min(self.backoff_cap, self.backoff * 2 ** (retry - 1))
+        return base * random.uniform(0.5, 1.0)
+
+
+@dataclass
+class Delivery:
+    url: str
+    status: int
+    attempts: int
+    latency_ms: float
+    body: bytes = b""
+    causes: list[str] = field(default_factory=list)
+
+    def json(self) -> Any:
+        try:
+            return json.loads(self.body)
+        except ValueError:
+            return None
+
+
+def build_client(
+    transport: httpx.BaseTransport | None = None, *, policy: Policy | None = None
+) -> httpx.Client:
+    policy = policy or Policy()
+    return httpx.Client(
+        transport=transport,
+        headers={"User-Agent": USER_AGENT},
+        timeout=httpx.Timeout(policy.read_timeout, connect=policy.connect_timeout),
+        follow_redirects=False,
+        trust_env=False,
+    )
+
+
+def _host(url: str) -> str:
+    parts = urlsplit(url)
+    return parts.netloc or url
+
+
+def describe_error(exc: httpx.HTTPError) -> tuple[str, bool]:
+    """A short cause for a transport error, and whether it is worth retrying."""
+    chain: list[BaseException] = []
+    cur: BaseException | None = exc
+    while cur is not None and len(chain) < 10:
+        chain.append(cur)
+        cur = cur.__cause__ or cur.__context__
+    for err in chain:
+        if isinstance(err, socket.gaierror):
+            return "could not resolve the host name (DNS)", False
+        if isinstance(err, ssl.SSLCertVerificationError):
+            return f"TLS certificate check failed ({err.verify_message})", False
+        if isinstance(err, ssl.SSLError):
+            return "TLS handshake failed", False
+        if isinstance(err, ConnectionRefusedError):
+            return "connection refused", True
+        if isinstance(err, ConnectionResetError):
+            return "connection reset", True
+    text = str(exc).lower()
+    if isinstance(exc, httpx.TimeoutException):
+        return "timed out", True
+    if "name or service not known" in text or "nodename nor servname" in text or (
+        "temporary failure in name resolution" in text
+    ):
+        return "could not resolve the host name (DNS)", False
+    if "refused" in text:
+        return "connection refused", True
+    if "ssl" in text or "certificate" in text:
+        return "TLS handshake failed", False
+    if isinstance(exc, httpx.RemoteProtocolError):
+        return "the server closed the connection mid-response", True
+    if isinstance(exc, httpx.TransportError):
+        return f"connection failed ({type(exc).__name__})", True
+    return type(exc).__name__, False
+
+
+def segment_message(resp: httpx.Response) -> str:
+    """What Segment said in an error response, in one short line."""
+    text = ""
+    try:
+        doc = resp.json()
+        if isinstance(doc, dict):
+            for k in ("message", "error", "errors"):
+                if doc.get(k):
+                    text = str(doc[k])
+                    break
+    except ValueError:
+        pass
+    if not text:
+        text = resp.text
+    text = " ".join(text.split())
+    if len(text) > 200:
+        text = text[:197] + "..."
+    return redact(text)
+
+
+def _retry_after(resp: httpx.Response) -> float | None:
+    raw = resp.headers.get("Retry-After")
+    if not raw:
+        return None
+    try:
+        return max(0.0, float(raw))
+    except ValueError:
+        pass
+    from email.utils import parsedate_to_datetime
+
+    try:
+        when = parsedate_to_datetime(raw)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def request(
+    client: httpx.Client,
+    method: str,
+    url: str,
+    *,
+    policy: Policy,
+    key: str | None = None,
+    content: bytes | None = None,
+    headers: dict[str, str] | None = None,
+    ok_statuses: frozenset[int] = frozenset(),
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+) -> Delivery:
+    """Send one request under the retry policy.
+
+    Returns the response for 2xx, and for statuses in ``ok_statuses`` that the
+    caller wants to interpret itself (the CDN's 404). Raises NetworkError
+    otherwise, with one line naming the host and the cause.
+    """
+    host = _host(url)
+    start = clock()
+    causes: list[str] = []
+    auth = (key, "") if key is not None else None
+    attempt = 0
+    while True:
+        attempt += 1
+        remaining = policy.deadline - (clock() - start)
+        timeout = httpx.Timeout(
+            max(0.05, min(policy.read_timeout, remaining)),
+            connect=max(0.05, min(policy.connect_timeout, remaining)),
+        )
+        wait: float | None = None
+        try:
+            resp = client.request(
+                method, url, content=content, headers=headers, auth=auth, timeout=timeout
+            )
+        except httpx.HTTPError as exc:
+            cause, retryable = describe_error(exc)
+            causes.append(cause)
+            if not retryable:
+                raise NetworkError(f"cannot reach {host}: {cause}") from None
+        else:
+            status = resp.status_code
+            if 200 <= status < 300 or status in ok_statuses:
+                return Delivery(
+                    url=url,
+                    status=status,
+                    attempts=attempt,
+                    latency_ms=round((clock() - start) * 1000, 1),
+                    body=resp.content,
+                    causes=causes,
+                )
+            if 300 <= status < 400:
+                target = _host(resp.headers.get("Location", "")) or "elsewhere"
+                raise NetworkError(
+                    f"{host} answered HTTP {status}, a redirect to {redact(target)}; "
+                    "not followed, so the write key is not sent to another host",
+                    hint="check the endpoint (--endpoint, AVSB_SEGMENT_ENDPOINT)",
+                )
+            message = segment_message(resp)
+            cause = f"HTTP {status}" + (f": {message}" if message else "")
+            causes.append(cause)
+            if status not in RETRY_STATUSES:
+                raise NetworkError(f"{host} refused the request: {cause}")
+            wait = _retry_after(resp)
+            if wait is not None and wait > policy.retry_after_cap:
+                raise NetworkError(
+                    f"{host} answered {cause} and asked to retry after {wait:g}s, "
+                    f"longer than avsb waits ({policy.retry_after_cap:g}s)",
+                    hint="try again later",
+                )
+        if wait is None:
+            wait = policy.delay(attempt)
+        elapsed = clock() - start
+        if attempt >= policy.attempts or elapsed + wait >= policy.deadline:
+            raise NetworkError(
+                f"could not deliver to {host} after {attempt} attempt"
+                f"{'s' if attempt > 1 else ''} in {elapsed:.1f}s: {causes[-1]}"
+            )
+        sleep(wait)
+
+
+# The event --------------------------------------------------------------------
+
+
+def now_iso() -> str:
+    from datetime import UTC, datetime
+
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def library_context() -> dict[str, Any]:
+    return {"library": {"name": "avsb", "version": __version__}}
+
+
+def experiment_event(
+    *,
+    experiment_id: str,
+    experiment_name: str,
+    variation_id: str,
+    variation_name: str,
+    user_id: str | None = None,
+    anonymous_id: str | None = None,
+    timestamp: str | None = None,
+    message_id: str | None = None,
+) -> dict[str, Any]:
+    """The track call the A vs B snippet makes, as a Segment message."""
+    if not (user_id or anonymous_id):
+        raise UsageError("an event needs a user id or an anonymous id")
+    msg: dict[str, Any] = {
+        "type": "track",
+        "event": EVENT,
+        "messageId": message_id or f"avsb-{uuid.uuid4()}",
+        "timestamp": timestamp or now_iso(),
+        "properties": {
+            "experiment_id": experiment_id,
+            "experiment_name": experiment_name,
+            "variation_id": variation_id,
+            "variation_name": variation_name,
+            "event_name": EVENT_NAME,
+        },
+        "context": library_context(),
+    }
+    if user_id:
+        msg["userId"] = user_id
+    if anonymous_id:
+        msg["anonymousId"] = anonymous_id
+    return msg
+
+
+def encode(msg: dict[str, Any]) -> bytes:
+    body = json.dumps(msg, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    if len(body) > MAX_MESSAGE_BYTES:
+        raise UsageError(
+            f"the event is {len(body):,} bytes; Segment refuses messages over 32 KB",
+            hint="shorten the experiment or variation fields",
+        )
+    return body
+
+
+JSON_HEADERS = {"Content-Type": "application/json"}
+
+
+def send_track(
+    client: httpx.Client, base: str, key: str, msg: dict[str, Any], policy: Policy, **kw: Any
+) -> Delivery:
+    msg.setdefault("sentAt", now_iso())
+    return request(
+        client, "POST", f"{base}/v1/track", policy=policy, key=key,
+        content=encode(msg), headers=JSON_HEADERS, **kw,
+    )
+
+
+# Validation -------------------------------------------------------------------
+
+
+@dataclass
+class Check:
+    name: str
+    title: str
+    ok: bool | None  # None: not run
+    detail: str = ""
+    fix: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "title": self.title,
+            "status": "pass" if self.ok else ("skip" if self.ok is None else "fail"),
+            "detail": redact(self.detail),
+            "fix": redact(self.fix),
+        }
+
+
+def fetch_settings(
+    client: httpx.Client, cdn: str, key: str, policy: Policy
+) -> tuple[int, dict[str, Any] | None]:
+    url = f"{cdn}/v1/projects/{quote(key, safe='')}/settings"
+    d = request(client, "GET", url, policy=policy, ok_statuses=frozenset({404}))
+    doc = d.json() if d.status == 200 else None
+    return d.status, doc if isinstance(doc, dict) else None
+
+
+def workspace_region(settings: dict[str, Any]) -> tuple[str | None, str]:
+    from avsb_cli.endpoints import region_of_api_host
+
+    seg = (settings.get("integrations") or {}).get("Segment.io") or {}
+    api_host = seg.get("apiHost") or ""
+    if not api_host:
+        # analytics.js defaults to the US host when the CDN names none.
+        return "us", "api.segment.io/v1 (default)"
+    return region_of_api_host(str(api_host)), str(api_host)
+
+
+def run_checks(
+    client: httpx.Client,
+    *,
+    key: str | None,
+    key_problem: str | None,
+    region: str,
+    tracking: str,
+    cdn: str,
+    policy: Policy,
+    send_event: dict[str, Any] | None = None,
+) -> list[Check]:
+    """The checks of ``avsb segment validate``, in order; later ones need earlier ones."""
+    checks = [
+        Check("key_format", "write key is well-formed", None),
+        Check("key_known", "Segment knows the write key", None),
+        Check("region", f"workspace region matches the configured region ({region})", None),
+        Check("delivery", "tracking API accepts an authenticated request", None),
+    ]
+    fmt, known, reg, delivery = checks
+    if key is None:
+        fmt.ok, fmt.detail = False, key_problem or "no write key"
+        fmt.fix = "store a key: avsb integrations segment enable --write-key-stdin"
+        return checks
+    fmt.ok, fmt.detail = True, f"key {redact(key)}"
+
+    try:
+        status, settings = fetch_settings(client, cdn, key, policy)
+    except NetworkError as exc:
+        known.ok, known.detail = False, exc.message
+        known.fix = "check the network, or AVSB_SEGMENT_CDN_URL if you set it"
+    else:
+        if status == 404:
+            known.ok = False
+            known.detail = "the settings CDN answered 404: Segment has no source with this key"
+            known.fix = (
+                "copy the write key from Segment: Connections > Sources > your source > "
+                "Settings > API Keys"
+            )
+        elif settings is None:
+            known.ok = False
+            known.detail = "the settings CDN answered 200 but not with JSON settings"
+            known.fix = "check AVSB_SEGMENT_CDN_URL, or try again later"
+        else:
+            known.ok, known.detail = True, f"{_host(cdn)} returned the source's settings"
+            found, api_host = workspace_region(settings)
+            if found is None:
+                reg.ok, reg.detail = None, f"unknown apiHost {api_host!r}; not compared"
+            elif found == region:
+                reg.ok, reg.detail = True, f"apiHost {api_host} is in {found.upper()}"
+            else:
+                reg.ok = False
+                reg.detail = (
+                    f"the workspace is in {found.upper()} (apiHost {api_host}) but avsb is "
+                    f"configured for {region.upper()}; its events would be dropped"
+                )
+                reg.fix = f"avsb integrations segment enable --region {found}"
+
+    try:
+        if send_event is not None:
+            d = send_track(client, tracking, key, send_event, policy)
+            what = f"sent test event {send_event['messageId']}"
+        else:
+            # An empty batch is authenticated and routed like any upload but
+            # adds no event to the user's data.
+            d = request(
+                client, "POST", f"{tracking}/v1/batch", policy=policy, key=key,
+                content=b'{"batch":[]}', headers=JSON_HEADERS,
+            )
+            what = "empty batch accepted"
+        delivery.ok = True
+        delivery.detail = f"{_host(tracking)}: HTTP {d.status}, {what}"
+    except NetworkError as exc:
+        delivery.ok, delivery.detail = False, exc.message
+        delivery.fix = exc.hint or "check the endpoint and the network"
+    return checks

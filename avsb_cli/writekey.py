@@ -1,0 +1,134 @@
+"""Segment write keys: normalising, checking, masking, and where one comes from.
+
+``resolve`` is the one place that decides which key a command uses, in this
+order: ``AVSB_SEGMENT_WRITE_KEY`` (empty means unset), then the OS keyring,
+then the owner-only file that ``--insecure-storage`` writes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from avsb_cli.errors import AvsbError, InvalidKeyError
+
+ENV_KEY = "AVSB_SEGMENT_WRITE_KEY"
+MIN_LEN = 8
+MAX_LEN = 256
+# ':' would split HTTP Basic credentials; '/', '?', '#', '%' would change the
+# settings-CDN URL the key is placed in.
+_FORBIDDEN = set(':/?#%')
+
+# Every key avsb has seen in this process; render.redact masks them in all
+# output, so a key can't leak through an error message or a URL.
+_SECRETS: set[str] = set()
+
+
+def remember_secret(key: str) -> None:
+    if key:
+        _SECRETS.add(key)
+
+
+def redact(text: str) -> str:
+    for secret in sorted(_SECRETS, key=len, reverse=True):
+        if secret in text:
+            text = text.replace(secret, mask(secret))
+    return text
+
+
+def mask(key: str | None) -> str:
+    """At most the last 4 characters, never more than a quarter of the key."""
+    if not key:
+        return ""
+    show = min(4, len(key) // 4)
+    return "…" + key[-show:] if show else "…"
+
+
+def fingerprint(key: str) -> str:
+    """A short, non-reversible tag to tell keys apart in config and status."""
+    return "sha256:" + hashlib.sha256(key.encode("utf-8")).hexdigest()[:12]
+
+
+def normalise(raw: str, *, source: str = "input") -> str:
+    """Strip surrounding whitespace and check the key; raise InvalidKeyError if bad."""
+    key = raw.strip()
+    if not key:
+        raise InvalidKeyError(f"the write key from {source} is empty")
+    # Don't echo any of the key: it may be a real one with a typo.
+    if len(key) > MAX_LEN:
+        raise InvalidKeyError(
+            f"the write key from {source} is {len(key)} characters long; "
+            f"Segment write keys are about 32",
+            hint="check that you pasted the write key, not something else",
+        )
+    for ch in key:
+        if ch.isspace():
+            raise InvalidKeyError(f"the write key from {source} contains whitespace")
+        if ord(ch) < 0x20 or ord(ch) == 0x7F:
+            raise InvalidKeyError(f"the write key from {source} contains a control character")
+        if ord(ch) > 0x7E:
+            raise InvalidKeyError(
+                f"the write key from {source} contains a non-ASCII character (U+{ord(ch):04X})"
+            )
+        if ch in _FORBIDDEN:
+            raise InvalidKeyError(f"the write key from {source} contains {ch!r}")
+    if len(key) < MIN_LEN:
+        raise InvalidKeyError(
+            f"the write key from {source} is only {len(key)} characters long; "
+            f"Segment write keys are about 32"
+        )
+    remember_secret(key)
+    return key
+
+
+@dataclass
+class ResolvedKey:
+    """The key a command will use, or why there is none."""
+
+    key: str | None
+    #: "env", "keyring", "file" or "none"
+    source: str
+    #: "ok", "missing" (configured but gone), "unavailable" (keyring down) or "none"
+    state: str
+    problem: AvsbError | None = None
+
+    @property
+    def masked(self) -> str:
+        return mask(self.key)
+
+
+def resolve(project: str, seg: dict[str, Any], *, keystore: Any | None = None) -> ResolvedKey:
+    """Find the write key for ``project`` given its segment config table ``seg``.
+
+    ``keystore`` is only touched when the config says the key is in the keyring,
+    so an auto-detect project never pays for (or fails on) the keyring.
+    """
+    env = os.environ.get(ENV_KEY, "")
+    if env.strip():
+        return ResolvedKey(normalise(env, source=ENV_KEY), "env", "ok")
+
+    storage = seg.get("key_storage", "none")
+    if storage == "keyring":
+        if keystore is None:
+            from avsb_cli import keystore as keystore_mod
+
+            keystore = keystore_mod
+        try:
+            key = keystore.get_key(project)
+        except AvsbError as exc:
+            return ResolvedKey(None, "keyring", "unavailable", exc)
+        if key is None:
+            return ResolvedKey(None, "keyring", "missing")
+        remember_secret(key)
+        return ResolvedKey(key, "keyring", "ok")
+    if storage == "file":
+        from avsb_cli import keystore as keystore_mod
+
+        key = keystore_mod.FileKeyStore().get(project)
+        if key is None:
+            return ResolvedKey(None, "file", "missing")
+        remember_secret(key)
+        return ResolvedKey(key, "file", "ok")
+    return ResolvedKey(None, "none", "none")
