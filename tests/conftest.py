@@ -1,0 +1,219 @@
+"""Shared fixtures.
+
+Every test runs with its own config folder, an in-memory keyring, no colour,
+a fixed width, and no AVSB_* variables from the outside. Sockets may only go
+to loopback: a connection or a name lookup for any other host fails as if
+the network were down, so no test can depend on (or touch) the internet.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import socket
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import keyring
+import pytest
+from typer.testing import CliRunner
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from avsb_cli import keystore  # noqa: E402
+from avsb_cli.cli import app  # noqa: E402
+from tests.support.fakesegment import FakeSegment  # noqa: E402
+from tests.support.memkeyring import MemoryKeyring  # noqa: E402
+
+# A made-up key of the usual shape; tests scan all output for it.
+KEY = "Zq7Xk2LmP9vR4tYw8NcB3hJd6FgS5aQe"
+KEY2 = "Hn4Vb8Mc2Xz6Lk9Pq3Wr7Ts5Yu1Io0Ea"
+
+
+def _is_loopback(host: object) -> bool:
+    if not isinstance(host, str):
+        return False
+    if host in ("localhost",) or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host.split("%")[0]).is_loopback
+    except ValueError:
+        return False
+
+
+_real_connect = socket.socket.connect
+_real_connect_ex = socket.socket.connect_ex
+_real_getaddrinfo = socket.getaddrinfo
+
+
+def _guard(sock: socket.socket, address: object) -> None:
+    if sock.family in (socket.AF_INET, socket.AF_INET6):
+        host = address[0] if isinstance(address, tuple) else address
+        if not _is_loopback(host):
+            raise ConnectionRefusedError(f"tests may not connect to {host!r} (loopback only)")
+
+
+def _connect(self: socket.socket, address: object) -> None:
+    _guard(self, address)
+    return _real_connect(self, address)
+
+
+def _connect_ex(self: socket.socket, address: object) -> int:
+    _guard(self, address)
+    return _real_connect_ex(self, address)
+
+
+def _getaddrinfo(host: object, *args: object, **kw: object):  # type: ignore[no-untyped-def]
+    if host is not None and not _is_loopback(host if isinstance(host, str) else ""):
+        # As if DNS had no answer; nothing leaves the machine.
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+    return _real_getaddrinfo(host, *args, **kw)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _loopback_only():
+    mp = pytest.MonkeyPatch()
+    mp.setattr(socket.socket, "connect", _connect)
+    mp.setattr(socket.socket, "connect_ex", _connect_ex)
+    mp.setattr(socket, "getaddrinfo", _getaddrinfo)
+    yield
+    mp.undo()
+
+
+@pytest.fixture(autouse=True)
+def env(tmp_path, monkeypatch):
+    for name in list(os.environ):
+        if name.startswith("AVSB_") or name in ("PYTHON_KEYRING_BACKEND",):
+            monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AVSB_CONFIG_DIR", str(tmp_path / "cfg"))
+    monkeypatch.setenv("NO_COLOR", "1")
+    monkeypatch.setenv("TERM", "dumb")
+    monkeypatch.setenv("COLUMNS", "120")
+    monkeypatch.setenv("AVSB_KEYRING_TIMEOUT", "3")
+    return tmp_path
+
+
+@pytest.fixture(autouse=True)
+def memory_keyring():
+    """An in-memory keyring for each test (the real one is tested separately)."""
+    previous = keyring.get_keyring()
+    kr = MemoryKeyring()
+    keyring.set_keyring(kr)
+    keystore.reset()
+    yield kr
+    keyring.set_keyring(previous)
+    keystore.reset()
+
+
+@pytest.fixture
+def config_dir(env) -> Path:
+    return Path(os.environ["AVSB_CONFIG_DIR"])
+
+
+@dataclass
+class Run:
+    exit_code: int
+    stdout: str
+    stderr: str
+
+    @property
+    def output(self) -> str:
+        return self.stdout + self.stderr
+
+    def json(self):  # type: ignore[no-untyped-def]
+        import json
+
+        return json.loads(self.stdout)
+
+
+@pytest.fixture
+def cli():
+    """Run avsb in-process: cli("integrations", "list", input=..., env={...})."""
+    runner = CliRunner()
+
+    def run(*args: str, input: str | None = None, env: dict[str, str] | None = None) -> Run:
+        result = runner.invoke(app, list(args), input=input, env=env, catch_exceptions=False)
+        return Run(result.exit_code, result.stdout, result.stderr)
+
+    return run
+
+
+@pytest.fixture
+def segment(monkeypatch):
+    """A fake Segment (tracking API and settings CDN) on 127.0.0.1, wired in by env."""
+    server = FakeSegment().start()
+    server.add_key(KEY, "us")
+    monkeypatch.setenv("AVSB_SEGMENT_ENDPOINT", server.url)
+    monkeypatch.setenv("AVSB_SEGMENT_CDN_URL", server.url)
+    monkeypatch.setenv("AVSB_TIMEOUT", "5")
+    yield server
+    server.stop()
+
+
+# Real processes ----------------------------------------------------------------
+
+
+def avsb_env(**extra: str) -> dict[str, str]:
+    """The environment for running avsb as a subprocess from a test."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    env.update(extra)
+    return env
+
+
+def run_avsb(*args: str, env: dict[str, str], input: str | None = None, timeout: float = 60):
+    """Run ``python -m avsb_cli`` as a real process; returns a Run."""
+    import subprocess
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "avsb_cli", *args],
+        input=input, env=env, capture_output=True, text=True, timeout=timeout,
+    )
+    return Run(proc.returncode, proc.stdout, proc.stderr)
+
+
+def _required(var: str) -> bool:
+    return os.environ.get(var, "") not in ("", "0")
+
+
+@pytest.fixture(scope="session")
+def secret_service(tmp_path_factory):
+    """A private D-Bus session with an unlocked gnome-keyring; yields its env vars.
+
+    Skipped where gnome-keyring or dbus is missing, unless
+    AVSB_REQUIRE_SECRET_SERVICE=1 (CI), where it fails instead.
+    """
+    import shutil
+    import subprocess
+
+    tools = ("dbus-daemon", "gnome-keyring-daemon", "secret-tool")
+    missing = [t for t in tools if shutil.which(t) is None]
+    if missing:
+        msg = f"no Secret Service here: {', '.join(missing)} not installed"
+        if _required("AVSB_REQUIRE_SECRET_SERVICE"):
+            pytest.fail(msg)
+        pytest.skip(msg)
+    home = tmp_path_factory.mktemp("ss-home")
+    (home / "run").mkdir(mode=0o700)
+    env = {
+        "HOME": str(home),
+        "XDG_DATA_HOME": str(home / "data"),
+        "XDG_RUNTIME_DIR": str(home / "run"),
+        "PATH": os.environ.get("PATH", ""),
+    }
+    bus = subprocess.Popen(
+        ["dbus-daemon", "--session", "--nofork", "--print-address=1", "--nopidfile"],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, text=True,
+    )
+    assert bus.stdout is not None
+    env["DBUS_SESSION_BUS_ADDRESS"] = bus.stdout.readline().strip()
+    subprocess.run(
+        ["gnome-keyring-daemon", "--unlock", "--components=secrets"],
+        input="test-password", env=env, capture_output=True, text=True, timeout=20, check=True,
+    )
+    yield env
+    bus.terminate()
+    bus.wait(timeout=10)
