@@ -17,7 +17,7 @@ import typer
 from typer.core import TyperGroup
 
 from avsb_cli import __version__
-from avsb_cli.errors import AvsbError, ExitCode, InputError, UsageError
+from avsb_cli.errors import AvsbError, ExitCode, InputError, Interrupted, UsageError
 
 PROG = "avsb"
 COMPLETE_VAR = "_AVSB_COMPLETE"
@@ -38,9 +38,12 @@ class Shell(str, Enum):
 def complete_project(incomplete: str) -> list[str]:
     """Project names from the config file, for --project completion."""
     try:
-        from avsb_cli.config import ConfigStore
+        from avsb_cli.config import config_path, read_toml
 
-        return [p for p in ConfigStore().project_names() if p.startswith(incomplete)]
+        # read_toml, not ConfigStore.load: a Tab must not print the permissions warning.
+        projects = read_toml(config_path()).get("projects")
+        names = sorted(projects) if isinstance(projects, dict) else []
+        return [p for p in names if p.startswith(incomplete)]
     except Exception:  # a completion must never print a traceback
         return []
 
@@ -103,8 +106,26 @@ class AvsbGroup(TyperGroup):
             sys.exit(code)
         return code
 
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            # typer turns Ctrl-C into a silent exit 130; we say so, in JSON too.
+            raise Interrupted("interrupted") from None
+
+    def _main_shell_completion(self, ctx_args: Any, prog_name: str,
+                               complete_var: str | None = None) -> None:
+        # A Tab: answer with our light completion classes, then exit.
+        var = complete_var or COMPLETE_VAR
+        instruction = os.environ.get(var)
+        if instruction:
+            from avsb_cli.completion import complete
+
+            sys.exit(complete(self, ctx_args, prog_name, var, instruction))
+
 
 def run_guarded(call: Any, argv: list[str]) -> int:
+    from typer import exceptions as typer_exc
     from typer._click import exceptions as click_exc
 
     from avsb_cli import render
@@ -115,18 +136,22 @@ def run_guarded(call: Any, argv: list[str]) -> int:
     except AvsbError as err:
         render.current().error(err)
         return int(err.exit_code)
+    except click_exc.NoArgsIsHelpError as err:
+        # `avsb` or `avsb integrations` alone: show the help, not a one-line error.
+        sys.stdout.write(err.format_message() + "\n")
+        return int(ExitCode.USAGE)
     except click_exc.UsageError as err:
         # Raised before a command ran, so look at argv for --json ourselves.
         out = render.Output(json_mode="--json" in argv)
         where = err.ctx.command_path if err.ctx else PROG
         out.error(UsageError(err.format_message(), hint=f"see '{where} --help'"))
         return int(ExitCode.USAGE)
-    except click_exc.Abort:  # Ctrl-C or EOF at a prompt
+    except typer_exc.Abort:  # Ctrl-C or EOF at a prompt (typer's, not in _click)
         sys.stderr.write("\n")
-        render.current().error(AvsbError("interrupted"))
+        render.current().error(Interrupted("interrupted"))
         return int(ExitCode.INTERRUPTED)
     except KeyboardInterrupt:
-        render.current().error(AvsbError("interrupted"))
+        render.current().error(Interrupted("interrupted"))
         return int(ExitCode.INTERRUPTED)
     except click_exc.ClickException as err:
         render.current().error(UsageError(err.format_message()))
@@ -159,7 +184,7 @@ def _version(value: bool) -> None:
 app = typer.Typer(
     name=PROG,
     cls=AvsbGroup,
-    help="The command line for A vs B's integrations, starting with Segment.",
+    # No help= here: the root callback's docstring (with its example) is the help.
     epilog="Docs: https://app.avsb.cloud/docs/integrations/segment",
     no_args_is_help=True,
     add_completion=False,
@@ -279,6 +304,8 @@ def _render_status(out: Any, doc: dict[str, Any], title: str | None = None) -> N
         key_text = "none (auto-detect: the snippet uses the page's window.analytics)"
     elif state == "missing":
         key_text = f"MISSING from the {doc['key_source']} (fingerprint {doc['key_fingerprint']})"
+    elif state == "invalid":
+        key_text = f"INVALID in {doc['key_source']}: {doc['key_problem']}"
     else:
         key_text = f"UNAVAILABLE: {doc['key_problem']}"
     if doc["key_storage"] == "file" and state == "ok":
@@ -436,7 +463,6 @@ def segment_status(
 def _validate(project: str, region: Region | None, send_event: bool, timeout: float | None,
               json: bool, quiet: bool) -> None:
     from avsb_cli import integration
-    from avsb_cli.errors import ValidationFailedError
 
     out = _start(project, json, quiet)
     event = None
@@ -460,16 +486,18 @@ def _validate(project: str, region: Region | None, send_event: bool, timeout: fl
             ["check", "result", "detail", "fix"],
             [[c["title"], marks[c["status"]], c["detail"], c["fix"] or ""] for c in doc["checks"]],
         )
-    if not doc["ok"]:
-        failed = [c for c in doc["checks"] if c["status"] == "fail"]
-        err = ValidationFailedError(f"validation failed: {failed[0]['title']}: "
-                                    f"{failed[0]['detail']}", hint=failed[0]["fix"] or None)
+    err = integration.checks_error(doc["checks"], "validation failed")
+    if err:
         if json:  # the document above already says it all
             from avsb_cli import render
 
             render.use(json_mode=False, quiet=quiet)
         raise err
-    out.line("All checks passed.")
+    if event is not None:
+        out.line(f"All checks passed. Test event {doc['message_id']} sent as "
+                 f"anonymousId {doc['anonymous_id']}.")
+    else:
+        out.line("All checks passed (delivery probed with an empty batch: no event added).")
 
 
 ValidateRegionOpt = Annotated[
@@ -588,6 +616,66 @@ def segment_test_event(
     )
     if doc["anonymous_id_generated"]:
         out.note(f"Find it in Segment's debugger under anonymousId {doc['anonymous_id']}.")
+
+
+# segment send -----------------------------------------------------------------------
+
+
+class Format(str, Enum):
+    jsonl = "jsonl"
+    csv = "csv"
+
+
+@segment_app.command("send")
+def segment_send(
+    source: Annotated[str, typer.Argument(
+        metavar="FILE|-", help="Enrollments: JSON Lines, or CSV with a header; - reads stdin.")],
+    fmt: Annotated[Format | None, typer.Option(
+        "--format", help="Input format [default: from the extension, else sniffed].")] = None,
+    strict: Annotated[bool, typer.Option(
+        "--strict", help="Stop at the first bad line; send nothing more.")] = False,
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="Check the file and count batches; send nothing.")] = False,
+    failed_file: Annotated[Path | None, typer.Option(
+        "--failed-file", metavar="PATH",
+        help="Where undelivered events go [default: ./avsb-failed-<time>.jsonl].")] = None,
+    concurrency: Annotated[int, typer.Option(
+        "--concurrency", metavar="N", help="Requests in flight (1-16).")] = 4,
+    timeout: TimeoutOpt = None,
+    project: ProjectOpt = "default",
+    json: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Backfill enrollments into Segment as the avsb_experiment events the snippet sends.
+
+    Fields: experiment_id, experiment_name, variation_id, variation_name,
+    user_id and/or anonymous_id, timestamp (ISO-8601 with a zone). Each
+    messageId is derived from the project and the enrollment, so sending a
+    file again sends nothing twice. Exit 8 if bad lines were skipped, 6 if
+    events could not be delivered (they are written to --failed-file).
+
+    Example: avsb segment send enrollments.jsonl --project shop
+    """
+    from avsb_cli import backfill, render
+
+    out = _start(project, json, quiet)
+    show = not (json or quiet) and sys.stderr.isatty()
+    with render.Progress(backfill.count_lines(source) if show else None, enabled=show,
+                         description="Sending") as bar:
+        doc = backfill.send(project, source, fmt=fmt.value if fmt else None, strict=strict,
+                            dry_run=dry_run, failed_file=failed_file, concurrency=concurrency,
+                            progress=bar.advance if show else None, timeout=timeout)
+    if json:
+        out.document(doc)
+    else:
+        for text in backfill.problem_lines(doc):
+            out.warn(text)
+        out.fields(("Dry run" if dry_run else "Sent") + f" for project {project}",
+                   backfill.summary_rows(doc))
+    err = backfill.outcome_error(doc)
+    if err:
+        render.use(json_mode=False, quiet=quiet)  # under --json the document says it all
+        raise err
 
 
 # completion -----------------------------------------------------------------------

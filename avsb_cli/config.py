@@ -50,7 +50,7 @@ def now() -> str:
 
 
 def check_project(name: str) -> str:
-    if not PROJECT_RE.match(name or ""):
+    if not PROJECT_RE.fullmatch(name or ""):  # not match: '$' lets "a\n" through
         raise UsageError(
             f"invalid project name {name!r}",
             hint="use 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit",
@@ -78,26 +78,44 @@ def read_toml(path: Path) -> dict[str, Any]:
     try:
         return tomllib.loads(raw.decode("utf-8"))
     except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
         raise ConfigError(
-            f"{path} is not valid UTF-8 (byte {exc.start})",
+            f"{path} is not valid UTF-8 (line {line}, byte {exc.start})",
             hint="fix or move the file; avsb left it untouched",
         ) from None
     except tomllib.TOMLDecodeError as exc:
+        detail = str(exc)
+        if "(at end of document)" in detail:
+            # tomllib names no line here (a truncated file); name the last one.
+            last = raw.rstrip(b"\n").count(b"\n") + 1
+            detail = detail.replace("(at end of document)", f"(at end of document, line {last})")
         raise ConfigError(
-            f"{path} is not valid TOML: {exc}",
+            f"{path} is not valid TOML: {detail}",
             hint="fix or move the file; avsb left it untouched",
         ) from None
 
 
+def _remove_stale_temps(path: Path) -> None:
+    """Temp files a killed writer left behind (callers hold the lock, so no
+    live writer owns one)."""
+    with contextlib.suppress(OSError):
+        for stale in path.parent.glob(f".{path.name}.*.tmp"):
+            with contextlib.suppress(OSError):
+                stale.unlink()
+
+
 def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` atomically with mode 0600."""
+    """Write ``text`` to ``path`` atomically with mode 0600 (call under ``locked``)."""
     _ensure_dir(path.parent)
+    _remove_stale_temps(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
             os.fchmod(fd, 0o600)
-            os.write(fd, text.encode("utf-8"))
+            data = memoryview(text.encode("utf-8"))
+            while data:  # os.write may write less than asked (a full disk)
+                data = data[os.write(fd, data):]
             os.fsync(fd)
         finally:
             os.close(fd)
@@ -149,6 +167,54 @@ def _warn_permissions(path: Path) -> None:
         )
 
 
+# What avsb reads from [projects.<name>.segment]: field -> allowed values (a
+# tuple) or type. A hand edit that breaks one is reported here, as a config
+# error naming the field, instead of crashing whatever reads it later.
+_SEGMENT_FIELDS: dict[str, Any] = {
+    "enabled": bool,
+    "mode": ("write-key", "auto-detect"),
+    "key_storage": ("keyring", "file", "none"),
+    "key_fingerprint": str,
+    "region": ("us", "eu"),
+    "endpoint": str,
+    "validation": dict,
+}
+_KIND = {bool: "true or false", str: "a string", dict: "a table", list: "a list"}
+_VALIDATION_FIELDS: dict[str, Any] = {
+    "ok": bool, "checked_at": str, "failed": list, "key_fingerprint": str,
+}
+
+
+def check_segment(seg: dict[str, Any], project: str) -> None:
+    """Raise ConfigError if a field avsb reads has a value it can't use."""
+
+    def bad(name: str, value: Any, want: str) -> ConfigError:
+        shown = repr(value)
+        shown = shown if len(shown) <= 40 else shown[:37] + "..."
+        return ConfigError(
+            f"{config_path()}: projects.{project}.segment.{name} is {shown}; expected {want}",
+            hint="fix or move the file; avsb left it untouched",
+        )
+
+    for name, want in _SEGMENT_FIELDS.items():
+        if name not in seg:
+            continue
+        value = seg[name]
+        if isinstance(want, tuple):
+            if value not in want:
+                raise bad(name, value, "one of " + ", ".join(want))
+        elif not isinstance(value, want) or (want is not bool and isinstance(value, bool)):
+            raise bad(name, value, _KIND[want])
+    validation = seg.get("validation")
+    if isinstance(validation, dict):
+        for name, want in _VALIDATION_FIELDS.items():
+            value = validation.get(name)
+            if value is not None and not isinstance(value, want):
+                raise bad(f"validation.{name}", value, _KIND[want])
+        if not all(isinstance(x, str) for x in validation.get("failed") or []):
+            raise bad("validation.failed", validation["failed"], "a list of check names")
+
+
 class ConfigStore:
     """The TOML config file, read whole and written whole."""
 
@@ -183,7 +249,10 @@ class ConfigStore:
         if not isinstance(proj, dict):
             return {}
         seg = proj.get("segment")
-        return seg if isinstance(seg, dict) else {}
+        if not isinstance(seg, dict):
+            return {}
+        check_segment(seg, project)
+        return seg
 
     @staticmethod
     def segment_for_update(data: dict[str, Any], project: str) -> dict[str, Any]:

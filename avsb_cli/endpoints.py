@@ -79,7 +79,9 @@ def normalise_url(raw: str, *, what: str = "endpoint") -> str:
             hint="use https (plain http is allowed only for localhost and 127.0.0.1)",
         )
     path = parts.path.rstrip("/")
-    if path.lower().endswith("/v1"):
+    # A loop, not an if: ".../v1/v1" once stripped would still end in /v1,
+    # and avsb appends /v1 itself, so a stored base never ends with it.
+    while path.lower().endswith("/v1"):
         path = path[:-3].rstrip("/")
     netloc = parts.netloc.lower() if not parts.port else parts.netloc
     return f"{scheme}://{netloc}{path}"

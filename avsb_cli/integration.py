@@ -18,6 +18,7 @@ from avsb_cli.errors import (
     AvsbError,
     KeyringUnavailableError,
     NotConfiguredError,
+    UsageError,
     ValidationFailedError,
 )
 
@@ -138,27 +139,39 @@ def enable(
     if endpoint is not None and endpoint.strip() in ("", "default"):
         new_endpoint = ""
 
-    if key and validate:
+    record: dict[str, Any] | None = None
+    if validate:
+        # Check before anything is stored. Without a new key, check the key
+        # that commands would use now; auto-detect mode has none to check.
+        checked = key
+        if checked is None and not auto_detect:
+            resolved = writekey.resolve(project, current, keystore=keystore)
+            if resolved.problem:
+                raise resolved.problem
+            checked = resolved.key
+        if checked is None:
+            raise UsageError(
+                "--validate needs a write key to check, and there is none",
+                hint="give one with --write-key-stdin or --write-key-file",
+            )
         checks = validate_key(
-            key, region=new_region, tracking=endpoints.tracking_base(
+            checked, region=new_region, tracking=endpoints.tracking_base(
                 {"region": new_region, "endpoint": new_endpoint}
             ), transport=transport, timeout=timeout,
         )
-        failed = [c for c in checks if c["status"] == "fail"]
-        if failed:
-            raise ValidationFailedError(
-                f"key not stored: {failed[0]['title']} failed: {failed[0]['detail']}",
-                hint=failed[0]["fix"] or None,
-            )
+        err = checks_error(checks, "key not stored" if key else "nothing changed")
+        if err:
+            raise err
+        record = validation_record(checks, checked)
 
-    storage = current.get("key_storage", "none")
+    storage = old_storage = current.get("key_storage", "none")
     with deferred_interrupt():
         undo = None
         if key:
             undo = _store_key(project, key, insecure_storage, storage, keystore)
             storage = "file" if insecure_storage else "keyring"
         elif auto_detect:
-            _forget_key(project, storage, keystore)
+            undo = _forget_key_undoable(project, storage, keystore)[1]
             storage = "none"
 
         def change(data: dict[str, Any]) -> None:
@@ -175,6 +188,8 @@ def enable(
             elif storage == "none":
                 seg.pop("key_fingerprint", None)
                 seg.pop("validation", None)
+            if record is not None:
+                seg["validation"] = record
             seg["region"] = new_region
             seg["endpoint"] = new_endpoint
             seg["updated_at"] = stamp
@@ -185,6 +200,11 @@ def enable(
             if undo:
                 undo()
             raise
+        if key and old_storage not in ("none", storage):
+            # The key moved between keyring and file: the old copy would
+            # outlive --forget-key. Best effort: the keyring may be why it moved.
+            with contextlib.suppress(AvsbError):
+                _forget_key(project, old_storage, keystore)
     return status(project, store=store, keystore=keystore)
 
 
@@ -204,8 +224,6 @@ def _store_key(
     except KeyringUnavailableError:
         raise
     keystore.set_key(project, key)
-    if old_storage == "file":
-        FileKeyStore().delete(project)  # the keyring copy supersedes the plain one
 
     def undo() -> None:
         with contextlib.suppress(AvsbError):
@@ -227,6 +245,28 @@ def _forget_key(project: str, storage: str, keystore: Any) -> bool:
     return False
 
 
+def _forget_key_undoable(project: str, storage: str, keystore: Any) -> tuple[bool, Any]:
+    """Delete the key; also return a function that puts it back, for when the
+    config write that must follow fails (else the key is gone, config says keyring)."""
+    from avsb_cli.keystore import FileKeyStore
+
+    old = None
+    if storage == "file":
+        old = FileKeyStore().get(project)
+    elif storage == "keyring":
+        old = keystore.get_key(project)
+    deleted = _forget_key(project, storage, keystore)
+
+    def undo() -> None:
+        with contextlib.suppress(AvsbError):
+            if storage == "file":
+                FileKeyStore().set(project, old)
+            else:
+                keystore.set_key(project, old)
+
+    return deleted, undo if old else None
+
+
 def disable(
     project: str,
     *,
@@ -240,10 +280,12 @@ def disable(
 
         keystore = keystore_mod
     current = ConfigStore.segment_of(store.load(), project)
-    forgot = False
+    forgot, undo = False, None
     with deferred_interrupt():
         if forget_key:
-            forgot = _forget_key(project, current.get("key_storage", "none"), keystore)
+            forgot, undo = _forget_key_undoable(
+                project, current.get("key_storage", "none"), keystore
+            )
         if current:
 
             def change(data: dict[str, Any]) -> None:
@@ -259,7 +301,12 @@ def disable(
                     seg.pop("validation", None)
                 seg["updated_at"] = stamp
 
-            store.update(change)
+            try:
+                store.update(change)
+            except BaseException:
+                if undo:
+                    undo()
+                raise
     doc = status(project, store=store, keystore=keystore)
     doc["key_forgotten"] = forgot
     return doc
@@ -300,12 +347,34 @@ def usable_key(project: str, *, store: ConfigStore | None = None, keystore: Any 
     )
 
 
+def checks_error(checks: list[dict[str, Any]], prefix: str) -> AvsbError | None:
+    """The error (exit 5) naming the first failed check, or None if none failed."""
+    failed = [c for c in checks if c["status"] == "fail"]
+    if not failed:
+        return None
+    first = failed[0]
+    more = f" (and {len(failed) - 1} more failed)" if len(failed) > 1 else ""
+    return ValidationFailedError(f"{prefix}: {first['title']}: {first['detail']}{more}",
+                                 hint=first["fix"] or None)
+
+
+def validation_record(checks: list[dict[str, Any]], key: str | None,
+                      checked_at: str | None = None) -> dict[str, Any]:
+    """What config keeps of a validation (shown by status as last_validation)."""
+    return {
+        "ok": all(c["status"] != "fail" for c in checks),
+        "checked_at": checked_at or config_mod.now(),
+        "failed": [c["name"] for c in checks if c["status"] == "fail"],
+        "key_fingerprint": writekey.fingerprint(key) if key else "",
+    }
+
+
 def validate_key(
     key: str | None,
     *,
     region: str,
     tracking: str,
-    key_problem: str | None = None,
+    key_problem: str | AvsbError | None = None,
     send_event: dict[str, Any] | None = None,
     transport: Any | None = None,
     timeout: float | None = None,
@@ -340,51 +409,52 @@ def validate(
     store = store or ConfigStore()
     seg = ConfigStore.segment_of(store.load(), project)
     key: str | None = None
-    problem: str | None = None
+    problem: str | AvsbError | None = None
     try:
         resolved = writekey.resolve(project, seg, keystore=keystore)
     except AvsbError as exc:  # a malformed AVSB_SEGMENT_WRITE_KEY
-        resolved, problem = None, exc.message
+        resolved, problem = None, exc
     if resolved is not None:
         key = resolved.key
         if resolved.problem:
-            problem = resolved.problem.message
+            problem = resolved.problem
         elif resolved.state == "missing":
             problem = f"the write key is missing from the {resolved.source}"
         elif not key:
             problem = "no write key: the project is in auto-detect mode or not enabled"
     the_region = endpoints.check_region(region) if region else seg.get("region", "us")
+    # --region means "as if configured for that region": its host, unless a
+    # custom endpoint (a proxy forwarding to that region) is configured.
+    tracking = endpoints.tracking_base({**seg, "region": the_region})
     checks = validate_key(
         key,
         region=the_region,
-        tracking=endpoints.tracking_base(seg),
+        tracking=tracking,
         key_problem=problem,
         send_event=send_event,
         transport=transport,
         timeout=timeout,
     )
-    ok = all(c["status"] != "fail" for c in checks)
-    checked_at = config_mod.now()
+    record = validation_record(checks, key)
     doc = {
         "project": project,
-        "ok": ok,
+        "ok": record["ok"],
         "key_masked": writekey.mask(key) or None,
         "key_source": resolved.source if resolved else "env",
         "region": the_region,
-        "endpoint": endpoints.tracking_base(seg),
+        "endpoint": tracking,
+        "delivery_probe": "event" if send_event is not None else "empty batch",
         "checks": checks,
-        "checked_at": checked_at,
+        "checked_at": record["checked_at"],
     }
+    if send_event is not None:
+        doc["message_id"] = send_event["messageId"]
+        doc["anonymous_id"] = send_event.get("anonymousId")
     if seg:
 
         def change(data: dict[str, Any]) -> None:
             target = ConfigStore.segment_for_update(data, project)
-            target["validation"] = {
-                "ok": ok,
-                "checked_at": checked_at,
-                "failed": [c["name"] for c in checks if c["status"] == "fail"],
-                "key_fingerprint": writekey.fingerprint(key) if key else "",
-            }
+            target["validation"] = record
 
         try:
             store.update(change)
@@ -425,8 +495,11 @@ def send_test_event(
         return {
             "project": project,
             "dry_run": True,
-            "endpoint": f"{endpoints.tracking_base(seg)}/v1/track",
+            "message_id": msg["messageId"],
+            "user_id": msg.get("userId"),
+            "anonymous_id": msg.get("anonymousId"),
             "anonymous_id_generated": generated,
+            "endpoint": f"{endpoints.tracking_base(seg)}/v1/track",
             "payload": msg,
         }
     seg, resolved = usable_key(project, store=store, keystore=keystore)
@@ -444,6 +517,7 @@ def send_test_event(
         "endpoint": delivery.url,
         "status": delivery.status,
         "attempts": delivery.attempts,
+        "retry_causes": delivery.causes,
         "latency_ms": delivery.latency_ms,
         "key_masked": resolved.masked,
         "key_source": resolved.source,

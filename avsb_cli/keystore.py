@@ -17,6 +17,7 @@ an owner-only TOML file next to the config.
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 from collections.abc import Callable
@@ -44,9 +45,13 @@ def username(project: str) -> str:
 
 def _timeout() -> float:
     try:
-        return max(0.1, float(os.environ.get(TIMEOUT_ENV, DEFAULT_TIMEOUT)))
+        value = float(os.environ.get(TIMEOUT_ENV, DEFAULT_TIMEOUT))
     except ValueError:
         return DEFAULT_TIMEOUT
+    if math.isnan(value):
+        return DEFAULT_TIMEOUT
+    # Thread.join overflows on inf; a day is "forever" enough.
+    return min(max(0.1, value), 86400.0)
 
 
 def _unavailable(reason: str) -> KeyringUnavailableError:
@@ -142,8 +147,12 @@ def delete_key(project: str) -> bool:
 
         try:
             kr.delete_password(SERVICE, username(project))
-        except PasswordDeleteError:
-            return False
+        except PasswordDeleteError as exc:
+            # Backends raise this for "no such item" and for a refused delete
+            # alike; only the first is fine, so look.
+            if kr.get_password(SERVICE, username(project)) is None:
+                return False
+            raise _unavailable(f"deleting the key failed: {exc}") from None
         return True
 
     return _bounded("deleting the key", delete)

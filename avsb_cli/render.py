@@ -18,9 +18,15 @@ from avsb_cli.writekey import redact
 
 
 def _console(stderr: bool = False) -> Any:
+    import os
+
     from rich.console import Console
 
-    return Console(stderr=stderr, highlight=False, soft_wrap=False)
+    # Rich's own NO_COLOR handling drops colours but keeps bold and italic
+    # escapes; NO_COLOR here means plain text, like TERM=dumb and pipes.
+    plain = os.environ.get("NO_COLOR", "") != ""
+    return Console(stderr=stderr, highlight=False, soft_wrap=False,
+                   **({"color_system": None} if plain else {}))
 
 
 class Output:

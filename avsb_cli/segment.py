@@ -7,15 +7,18 @@ the retry policy written in the README:
 - retried: connection errors (refused, reset), timeouts, HTTP 408, 429 and
   5xx except 501 and 505;
 - backoff: 0.5 s, 1 s, 2 s, ... capped at 8 s, each scaled by a random
-  factor in [0.5, 1] (jitter); ``Retry-After`` is honoured up to 10 s;
+  factor in [0.5, 1] (jitter); ``Retry-After`` is honoured up to 10 s (a
+  longer one ends the attempts at once rather than hammering the server);
 - bounded: at most ``attempts`` tries and never past the total ``deadline``
-  (20 s by default, ``--timeout`` / ``AVSB_TIMEOUT``);
+  (20 s by default, ``--timeout`` / ``AVSB_TIMEOUT``); each attempt's
+  connect and read timeouts are cut to the time left;
 - not retried: DNS failures, TLS failures, other 4xx (Segment's message is
   shown), and redirects, which are never followed so the key never goes to
   another host.
 
-The caller builds the body once, so every attempt carries the same messageId
-and Segment deduplicates a retry that had in fact arrived.
+The caller builds the message once, so every attempt carries the same
+messageId and Segment deduplicates a retry that had in fact arrived; only
+``sentAt`` is refreshed per attempt, as Segment uses it to correct clock skew.
 """
 
 from __future__ import annotations
@@ -28,15 +31,15 @@ import ssl
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import quote, urlsplit
 
 import httpx
 
 from avsb_cli import __version__
-from avsb_cli.errors import NetworkError, UsageError
-from avsb_cli.writekey import redact
+from avsb_cli.errors import AvsbError, NetworkError, UsageError
+from avsb_cli.writekey import redact, remember_secret
 
 USER_AGENT = f"avsb/{__version__} (+https://app.avsb.cloud/docs/integrations/segment)"
 EVENT = "avsb_experiment"
@@ -44,6 +47,10 @@ EVENT_NAME = "experiment_viewed"
 MAX_MESSAGE_BYTES = 32 << 10
 TIMEOUT_ENV = "AVSB_TIMEOUT"
 RETRY_STATUSES = frozenset({408, 429}) | frozenset(range(500, 600)) - {501, 505}
+
+# Seams for tests: the CLI path can't take arguments, so tests replace these.
+_sleep: Callable[[float], None] = time.sleep
+_clock: Callable[[], float] = time.monotonic
 
 
 @dataclass
@@ -97,22 +104,96 @@ class Delivery:
             return None
 
 
+_SSL_CONTEXTS: dict[tuple[str, str], Any] = {}
+
+
+def _ssl_context() -> Any:
+    """httpx's default context (certifi, or SSL_CERT_FILE / SSL_CERT_DIR), made once.
+
+    Building one loads the CA bundle (~60-100 ms measured); a process that
+    builds several clients (tests, backfills) pays for it only once.
+    """
+    env = (os.environ.get("SSL_CERT_FILE", ""), os.environ.get("SSL_CERT_DIR", ""))
+    ctx = _SSL_CONTEXTS.get(env)
+    if ctx is None:
+        try:
+            ctx = _SSL_CONTEXTS[env] = httpx.create_ssl_context(trust_env=True)
+        except (OSError, ssl.SSLError) as exc:
+            where = f"SSL_CERT_FILE={env[0]}" if env[0] else f"SSL_CERT_DIR={env[1]}"
+            reason = getattr(exc, "strerror", None) or str(exc)
+            raise NetworkError(
+                f"cannot load CA certificates from {where}: {reason}",
+                hint="fix or unset SSL_CERT_FILE / SSL_CERT_DIR",
+            ) from None
+    return ctx
+
+
+class _RedactLogs:
+    """A logging filter that masks every write key avsb knows.
+
+    httpx logs each request's URL at INFO (the settings-CDN URL holds the
+    key) and httpcore logs response headers at DEBUG; an application or a
+    user that turns logging on must not get the key from either.
+    """
+
+    def filter(self, record: Any) -> bool:
+        text = record.getMessage()
+        clean = redact(text)
+        if clean != text:
+            record.msg, record.args = clean, ()
+        return True
+
+
+_HTTP_LOGGERS = ("httpx", "httpcore.connection", "httpcore.http11", "httpcore.http2",
+                 "httpcore.proxy", "httpcore")
+
+
+def _redact_http_logs() -> None:
+    import logging  # already loaded by httpx
+
+    for name in _HTTP_LOGGERS:
+        log = logging.getLogger(name)
+        if not any(isinstance(f, _RedactLogs) for f in log.filters):
+            log.addFilter(_RedactLogs())
+
+
 def build_client(
     transport: httpx.BaseTransport | None = None, *, policy: Policy | None = None
 ) -> httpx.Client:
     policy = policy or Policy()
+    _redact_http_logs()
     return httpx.Client(
         transport=transport,
         headers={"User-Agent": USER_AGENT},
         timeout=httpx.Timeout(policy.read_timeout, connect=policy.connect_timeout),
+        verify=_ssl_context() if transport is None else True,
         follow_redirects=False,
-        trust_env=False,
+        # HTTPS_PROXY / NO_PROXY and SSL_CERT_FILE are honoured (corporate CI
+        # needs them; httpx 0.28 reads no .netrc), but loopback always goes
+        # direct so a local proxy or test server is never sent to a proxy.
+        trust_env=True,
+        mounts={"all://127.0.0.1": None, "all://localhost": None, "all://[::1]": None},
     )
 
 
 def _host(url: str) -> str:
     parts = urlsplit(url)
     return parts.netloc or url
+
+
+_HINTS = {
+    "DNS": "check the host name in the endpoint, and the machine's DNS",
+    "TLS": "check the system clock, SSL_CERT_FILE, or a proxy that intercepts TLS",
+    "timed out": "check the network, or allow more time with --timeout or AVSB_TIMEOUT",
+    "refused": "check the endpoint's host and port (--endpoint, AVSB_SEGMENT_ENDPOINT)",
+}
+
+
+def _hint_for(cause: str) -> str | None:
+    for word, hint in _HINTS.items():
+        if word in cause:
+            return hint
+    return None
 
 
 def describe_error(exc: httpx.HTTPError) -> tuple[str, bool]:
@@ -134,6 +215,12 @@ def describe_error(exc: httpx.HTTPError) -> tuple[str, bool]:
         if isinstance(err, ConnectionResetError):
             return "connection reset", True
     text = str(exc).lower()
+    if isinstance(exc, httpx.ProxyError):
+        return f"the proxy from HTTPS_PROXY failed ({' '.join(str(exc).split())[:80]})", True
+    if isinstance(exc, httpx.ConnectTimeout):
+        return "timed out connecting", True
+    if isinstance(exc, httpx.ReadTimeout):
+        return "timed out waiting for the response", True
     if isinstance(exc, httpx.TimeoutException):
         return "timed out", True
     if "name or service not known" in text or "nodename nor servname" in text or (
@@ -195,22 +282,28 @@ def request(
     *,
     policy: Policy,
     key: str | None = None,
-    content: bytes | None = None,
+    content: bytes | Callable[[], bytes] | None = None,
     headers: dict[str, str] | None = None,
     ok_statuses: frozenset[int] = frozenset(),
-    sleep: Callable[[float], None] = time.sleep,
-    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] | None = None,
+    clock: Callable[[], float] | None = None,
 ) -> Delivery:
     """Send one request under the retry policy.
 
-    Returns the response for 2xx, and for statuses in ``ok_statuses`` that the
-    caller wants to interpret itself (the CDN's 404). Raises NetworkError
-    otherwise, with one line naming the host and the cause.
+    ``content`` may be a function, called once per attempt (to refresh
+    sentAt). Returns the response for 2xx, and for statuses in
+    ``ok_statuses`` that the caller wants to interpret itself (the CDN's
+    404). Raises NetworkError otherwise, with one line naming the host and
+    the cause.
     """
+    sleep = sleep or _sleep
+    clock = clock or _clock
     host = _host(url)
     start = clock()
     causes: list[str] = []
     auth = (key, "") if key is not None else None
+    if key:
+        remember_secret(key)  # masked in any error text, whoever called us
     attempt = 0
     while True:
         attempt += 1
@@ -220,15 +313,16 @@ def request(
             connect=max(0.05, min(policy.connect_timeout, remaining)),
         )
         wait: float | None = None
+        body = content() if callable(content) else content
         try:
             resp = client.request(
-                method, url, content=content, headers=headers, auth=auth, timeout=timeout
+                method, url, content=body, headers=headers, auth=auth, timeout=timeout
             )
         except httpx.HTTPError as exc:
             cause, retryable = describe_error(exc)
             causes.append(cause)
             if not retryable:
-                raise NetworkError(f"cannot reach {host}: {cause}") from None
+                raise NetworkError(f"cannot reach {host}: {cause}", hint=_hint_for(cause)) from None
         else:
             status = resp.status_code
             if 200 <= status < 300 or status in ok_statuses:
@@ -264,8 +358,9 @@ def request(
         elapsed = clock() - start
         if attempt >= policy.attempts or elapsed + wait >= policy.deadline:
             raise NetworkError(
-                f"could not deliver to {host} after {attempt} attempt"
-                f"{'s' if attempt > 1 else ''} in {elapsed:.1f}s: {causes[-1]}"
+                f"gave up on {host} after {attempt} attempt"
+                f"{'s' if attempt > 1 else ''} in {elapsed:.1f}s: {causes[-1]}",
+                hint=_hint_for(causes[-1]),
             )
         sleep(wait)
 
@@ -319,7 +414,14 @@ def experiment_event(
 
 
 def encode(msg: dict[str, Any]) -> bytes:
-    body = json.dumps(msg, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    try:
+        body = json.dumps(msg, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    except UnicodeEncodeError:
+        # A lone surrogate: an argument with bytes that were not UTF-8.
+        raise UsageError(
+            "the event has text that is not valid UTF-8",
+            hint="check the encoding of the experiment, variation and user fields",
+        ) from None
     if len(body) > MAX_MESSAGE_BYTES:
         raise UsageError(
             f"the event is {len(body):,} bytes; Segment refuses messages over 32 KB",
@@ -334,10 +436,16 @@ JSON_HEADERS = {"Content-Type": "application/json"}
 def send_track(
     client: httpx.Client, base: str, key: str, msg: dict[str, Any], policy: Policy, **kw: Any
 ) -> Delivery:
-    msg.setdefault("sentAt", now_iso())
+    """POST one track message; ``msg`` ends up with the sentAt of the last attempt."""
+    encode(msg)  # the size check, before any attempt
+
+    def body() -> bytes:
+        msg["sentAt"] = now_iso()
+        return encode(msg)
+
     return request(
         client, "POST", f"{base}/v1/track", policy=policy, key=key,
-        content=encode(msg), headers=JSON_HEADERS, **kw,
+        content=body, headers=JSON_HEADERS, **kw,
     )
 
 
@@ -351,6 +459,9 @@ class Check:
     ok: bool | None  # None: not run
     detail: str = ""
     fix: str = ""
+
+    def fail(self, detail: str, fix: str) -> None:
+        self.ok, self.detail, self.fix = False, detail, fix
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -368,14 +479,22 @@ def fetch_settings(
     url = f"{cdn}/v1/projects/{quote(key, safe='')}/settings"
     d = request(client, "GET", url, policy=policy, ok_statuses=frozenset({404}))
     doc = d.json() if d.status == 200 else None
-    return d.status, doc if isinstance(doc, dict) else None
+    # The answer is untrusted: only a document shaped like source settings
+    # counts (a captive portal or a proxy's error page answers 200 too).
+    if not isinstance(doc, dict) or not isinstance(doc.get("integrations"), dict):
+        return d.status, None
+    if not isinstance(doc["integrations"].get("Segment.io", {}), dict):
+        return d.status, None
+    return d.status, doc
 
 
 def workspace_region(settings: dict[str, Any]) -> tuple[str | None, str]:
     from avsb_cli.endpoints import region_of_api_host
 
-    seg = (settings.get("integrations") or {}).get("Segment.io") or {}
+    seg = settings.get("integrations", {}).get("Segment.io") or {}
     api_host = seg.get("apiHost") or ""
+    if not isinstance(api_host, str):
+        return None, repr(api_host)[:60]
     if not api_host:
         # analytics.js defaults to the US host when the CDN names none.
         return "us", "api.segment.io/v1 (default)"
@@ -386,14 +505,18 @@ def run_checks(
     client: httpx.Client,
     *,
     key: str | None,
-    key_problem: str | None,
+    key_problem: str | AvsbError | None,
     region: str,
     tracking: str,
     cdn: str,
     policy: Policy,
     send_event: dict[str, Any] | None = None,
 ) -> list[Check]:
-    """The checks of ``avsb segment validate``, in order; later ones need earlier ones."""
+    """The checks of ``avsb segment validate``, in order; later ones need earlier ones.
+
+    ``key_problem`` says why there is no key; an AvsbError brings its own
+    code and fix (a locked keyring is not fixed by storing a key again).
+    """
     checks = [
         Check("key_format", "write key is well-formed", None),
         Check("key_known", "Segment knows the write key", None),
@@ -402,28 +525,42 @@ def run_checks(
     ]
     fmt, known, reg, delivery = checks
     if key is None:
-        fmt.ok, fmt.detail = False, key_problem or "no write key"
-        fmt.fix = "store a key: avsb integrations segment enable --write-key-stdin"
+        if isinstance(key_problem, AvsbError):
+            fmt.fail(key_problem.message, key_problem.hint or "")
+        else:
+            fmt.fail(
+                key_problem or "no write key",
+                "store a key: avsb integrations segment enable --write-key-stdin "
+                "(or set AVSB_SEGMENT_WRITE_KEY)",
+            )
         return checks
     fmt.ok, fmt.detail = True, f"key {redact(key)}"
 
+    # One deadline for the whole validation, like a single request: the CDN
+    # gets at most half of it, the delivery probe whatever is left.
+    started = _clock()
     try:
-        status, settings = fetch_settings(client, cdn, key, policy)
+        status, settings = fetch_settings(
+            client, cdn, key, replace(policy, deadline=policy.deadline / 2)
+        )
     except NetworkError as exc:
-        known.ok, known.detail = False, exc.message
-        known.fix = "check the network, or AVSB_SEGMENT_CDN_URL if you set it"
+        known.fail(
+            f"settings CDN: {exc.message}",
+            exc.hint or "check the network, or AVSB_SEGMENT_CDN_URL if you set it",
+        )
     else:
         if status == 404:
-            known.ok = False
-            known.detail = "the settings CDN answered 404: Segment has no source with this key"
-            known.fix = (
+            known.fail(
+                "the settings CDN answered 404: Segment has no source with this key",
                 "copy the write key from Segment: Connections > Sources > your source > "
-                "Settings > API Keys"
+                "Settings > API Keys, then store it with "
+                "avsb integrations segment enable --write-key-stdin",
             )
         elif settings is None:
-            known.ok = False
-            known.detail = "the settings CDN answered 200 but not with JSON settings"
-            known.fix = "check AVSB_SEGMENT_CDN_URL, or try again later"
+            known.fail(
+                "the settings CDN answered 200 but not with JSON settings",
+                "check AVSB_SEGMENT_CDN_URL, or try again later",
+            )
         else:
             known.ok, known.detail = True, f"{_host(cdn)} returned the source's settings"
             found, api_host = workspace_region(settings)
@@ -432,17 +569,18 @@ def run_checks(
             elif found == region:
                 reg.ok, reg.detail = True, f"apiHost {api_host} is in {found.upper()}"
             else:
-                reg.ok = False
-                reg.detail = (
+                reg.fail(
                     f"the workspace is in {found.upper()} (apiHost {api_host}) but avsb is "
-                    f"configured for {region.upper()}; its events would be dropped"
+                    f"configured for {region.upper()}; its events would be dropped",
+                    f"avsb integrations segment enable --region {found}",
                 )
-                reg.fix = f"avsb integrations segment enable --region {found}"
 
+    policy = replace(policy, deadline=max(0.1, policy.deadline - (_clock() - started)))
     try:
         if send_event is not None:
             d = send_track(client, tracking, key, send_event, policy)
-            what = f"sent test event {send_event['messageId']}"
+            who = send_event.get("userId") or send_event.get("anonymousId")
+            what = f"sent test event {send_event['messageId']} as {who}"
         else:
             # An empty batch is authenticated and routed like any upload but
             # adds no event to the user's data.
@@ -454,6 +592,5 @@ def run_checks(
         delivery.ok = True
         delivery.detail = f"{_host(tracking)}: HTTP {d.status}, {what}"
     except NetworkError as exc:
-        delivery.ok, delivery.detail = False, exc.message
-        delivery.fix = exc.hint or "check the endpoint and the network"
+        delivery.fail(exc.message, exc.hint or "check the endpoint and the network")
     return checks

@@ -29,6 +29,10 @@ _SECRETS: set[str] = set()
 def remember_secret(key: str) -> None:
     if key:
         _SECRETS.add(key)
+        # Its HTTP Basic form too, as a header dump would show it.
+        import base64
+
+        _SECRETS.add(base64.b64encode(f"{key}:".encode("utf-8", "replace")).decode("ascii"))
 
 
 def redact(text: str) -> str:
@@ -90,7 +94,8 @@ class ResolvedKey:
     key: str | None
     #: "env", "keyring", "file" or "none"
     source: str
-    #: "ok", "missing" (configured but gone), "unavailable" (keyring down) or "none"
+    #: "ok", "missing" (configured but gone), "unavailable" (keyring down),
+    #: "invalid" (a malformed AVSB_SEGMENT_WRITE_KEY) or "none"
     state: str
     problem: AvsbError | None = None
 
@@ -107,7 +112,12 @@ def resolve(project: str, seg: dict[str, Any], *, keystore: Any | None = None) -
     """
     env = os.environ.get(ENV_KEY, "")
     if env.strip():
-        return ResolvedKey(normalise(env, source=ENV_KEY), "env", "ok")
+        # A bad variable is reported, not raised: status must still show the
+        # rest, and commands that need the key raise ``problem``.
+        try:
+            return ResolvedKey(normalise(env, source=ENV_KEY), "env", "ok")
+        except InvalidKeyError as exc:
+            return ResolvedKey(None, "env", "invalid", exc)
 
     storage = seg.get("key_storage", "none")
     if storage == "keyring":

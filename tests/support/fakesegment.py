@@ -8,8 +8,10 @@ Faults are queued per path and consumed one request at a time:
     server.fault("/v1/track", status=429, retry_after=1)
     server.fault("/v1/track", delay=2.0)                  # slower than a timeout
     server.fault("/v1/track", reset=True)                 # close without answering
+    server.fault("/v1/track", truncate=True)              # handle, then cut the body short
     server.fault("/v1/track", status=302, location="https://evil.example/x")
     server.fault("/v1/track", status=200, body=b"<html>")
+    server.down("/v1/batch", status=503)   # every request fails until server.up()
 
 Keys: ``server.add_key(key, region="us"|"eu")``; unknown keys get 404 on the
 CDN. Tracking requests with an empty or very short key get 400, like Segment.
@@ -39,6 +41,9 @@ class Fault:
     body: bytes | None = None
     delay: float = 0.0
     reset: bool = False
+    #: process the request normally (events are recorded), then send the headers
+    #: and only half of the body and close: a reset mid-response
+    truncate: bool = False
     retry_after: str | None = None
     location: str | None = None
     headers: dict[str, str] = field(default_factory=dict)
@@ -70,10 +75,19 @@ class FakeSegment:
         self.event_count = 0
         self.count_only = count_only  # the benchmark keeps counts, not copies
         self.faults: dict[str, deque[Fault]] = defaultdict(deque)
+        #: a lasting fault per path (an outage), used once the queued ones are gone
+        self.outages: dict[str, Fault] = {}
         self.lock = threading.Lock()
+        self.in_flight = 0
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        # A client that gave up (timeout, Ctrl-C) makes the handler's write fail;
+        # that is the point of those tests, not an error worth a traceback.
+        self.httpd.handle_error = lambda *a: None  # type: ignore[method-assign]
         self.httpd.daemon_threads = True
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        # A short poll interval makes stop() quick (the default waits up to 0.5 s).
+        self.thread = threading.Thread(
+            target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
 
     # Control ------------------------------------------------------------------
     @property
@@ -98,6 +112,16 @@ class FakeSegment:
     def add_key(self, key: str, region: str = "us") -> None:
         self.keys[key] = region
 
+    def down(self, path: str, **kw: Any) -> None:
+        """Fail every request to ``path`` (a Fault's fields) until ``up``."""
+        self.outages[path] = Fault(**kw)
+
+    def up(self, path: str | None = None) -> None:
+        if path is None:
+            self.outages.clear()
+        else:
+            self.outages.pop(path, None)
+
     def fault(self, path: str, *, times: int = 1, **kw: Any) -> None:
         for _ in range(times):
             self.faults[path].append(Fault(**kw))
@@ -108,6 +132,16 @@ class FakeSegment:
 
     def paths(self) -> list[str]:
         return [r.path for r in self.requests]
+
+    def wait_idle(self, timeout: float = 10.0) -> bool:
+        """Wait until no request is being handled (a delayed one has finished)."""
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            with self.lock:
+                if self.in_flight == 0:
+                    return True
+            time.sleep(0.01)
+        return False
 
     # Handler ------------------------------------------------------------------
     def _handler(self) -> type[BaseHTTPRequestHandler]:
@@ -126,6 +160,8 @@ class FakeSegment:
                     raw = gzip.decompress(raw)
                 return raw
 
+            truncate = False
+
             def _send(self, status: int, body: bytes, headers: dict[str, str] | None = None,
                       ctype: str = "application/json") -> None:
                 self.send_response(status)
@@ -134,9 +170,25 @@ class FakeSegment:
                 for k, v in (headers or {}).items():
                     self.send_header(k, v)
                 self.end_headers()
+                if self.truncate:
+                    self.truncate = False
+                    self.wfile.write(body[: len(body) // 2])
+                    self.wfile.flush()
+                    self.close_connection = True
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    return
                 self.wfile.write(body)
 
             def _handle(self, method: str) -> None:
+                with server.lock:
+                    server.in_flight += 1
+                try:
+                    self._handle_one(method)
+                finally:
+                    with server.lock:
+                        server.in_flight -= 1
+
+            def _handle_one(self, method: str) -> None:
                 path = self.path.split("?", 1)[0]
                 body = self._read()
                 try:
@@ -150,7 +202,7 @@ class FakeSegment:
                     if not server.count_only:
                         server.requests.append(rec)
                     queue = server.faults.get(path) or server.faults.get("*")
-                    fault = queue.popleft() if queue else None
+                    fault = queue.popleft() if queue else server.outages.get(path)
                 if fault is not None:
                     if fault.delay:
                         time.sleep(fault.delay)
@@ -162,7 +214,9 @@ class FakeSegment:
                         self.close_connection = True
                         self.connection.close()
                         return
-                    if fault.status != 200 or fault.body is not None:
+                    if fault.truncate:
+                        self.truncate = True
+                    elif fault.status != 200 or fault.body is not None:
                         headers = dict(fault.headers)
                         if fault.retry_after is not None:
                             headers["Retry-After"] = fault.retry_after

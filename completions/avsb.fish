@@ -1,0 +1,1 @@
+complete --command avsb --no-files --arguments "(env _AVSB_COMPLETE=complete_fish _TYPER_COMPLETE_FISH_ACTION=get-args _TYPER_COMPLETE_ARGS=(commandline -cp) avsb)" --condition "env _AVSB_COMPLETE=complete_fish _TYPER_COMPLETE_FISH_ACTION=is-args _TYPER_COMPLETE_ARGS=(commandline -cp) avsb"

@@ -1,0 +1,139 @@
+"""The docs can't silently miss a command or an option.
+
+Every command's --help works and shows an example; every command and every
+option appears in README.md; the README's JSON key lists match what the
+commands print.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import typer.main
+
+from avsb_cli.cli import app
+from tests.conftest import ROOT
+
+README = (ROOT / "README.md").read_text(encoding="utf-8")
+
+
+def _commands():  # type: ignore[no-untyped-def]
+    """(path, command, is_group) for the root and everything under it."""
+    root = typer.main.get_command(app)
+    found = []
+
+    def walk(cmd, path):  # type: ignore[no-untyped-def]
+        subs = getattr(cmd, "commands", None)
+        found.append((path, cmd, bool(subs)))
+        for name, sub in (subs or {}).items():
+            walk(sub, (*path, name))
+
+    walk(root, ())
+    return found
+
+
+COMMANDS = _commands()
+LEAVES = [(path, cmd) for path, cmd, is_group in COMMANDS if not is_group]
+
+
+def _name(path: tuple[str, ...]) -> str:
+    return " ".join(("avsb", *path))
+
+
+def test_the_tree_is_what_we_think():
+    names = {_name(p) for p, _ in LEAVES}
+    assert {"avsb integrations list", "avsb integrations segment enable",
+            "avsb segment test-event", "avsb segment validate", "avsb completion"} <= names
+
+
+@pytest.mark.parametrize("path", [p for p, _, _ in COMMANDS], ids=_name)
+def test_help_works(cli, path):
+    r = cli(*path, "--help")
+    assert r.exit_code == 0, r.output
+    assert "Usage: avsb" in r.stdout
+    assert r.stderr == ""
+    r2 = cli(*path, "-h")
+    assert r2.stdout == r.stdout
+
+
+@pytest.mark.parametrize("path", [()] + [p for p, _ in LEAVES], ids=_name)
+def test_help_has_an_example(cli, path):
+    r = cli(*path, "--help")
+    examples = [line.strip() for line in r.stdout.splitlines()
+                if line.strip().startswith("Example:")]
+    assert examples, f"{_name(path)} --help has no 'Example:' line"
+    assert all("avsb " in e for e in examples), examples
+
+
+@pytest.mark.parametrize("path", [p for p, _ in LEAVES], ids=_name)
+def test_every_command_is_in_the_readme(path):
+    assert f"`{_name(path)}" in README, f"README.md does not mention `{_name(path)}`"
+
+
+def _options():  # type: ignore[no-untyped-def]
+    seen: dict[str, str] = {}
+    for path, cmd, _ in COMMANDS:
+        for param in cmd.params:
+            if getattr(param, "param_type_name", "") != "option":
+                continue
+            for opt in param.opts:
+                if opt.startswith("--") and opt != "--help":
+                    seen.setdefault(opt, _name(path))
+    return sorted(seen.items())
+
+
+OPTIONS = _options()
+
+
+def test_options_found():
+    opts = dict(OPTIONS)
+    assert {"--json", "--quiet", "--project", "--region", "--write-key-stdin"} <= set(opts)
+
+
+@pytest.mark.parametrize("opt,where", OPTIONS, ids=[o for o, _ in OPTIONS])
+def test_every_option_is_in_the_readme(opt, where):
+    assert re.search(rf"(?<![\w-]){re.escape(opt)}(?![\w-])", README), (
+        f"README.md does not mention {opt} (of {where})"
+    )
+
+
+# The README's JSON section lists the keys the commands print --------------------------
+
+
+def _section(name: str) -> str:
+    start = f"<!-- section: {name} -->"
+    end = f"<!-- end section: {name} -->"
+    assert start in README and end in README, name
+    return README.split(start, 1)[1].split(end, 1)[0]
+
+
+def _documented_keys(heading: str) -> set[str]:
+    """The `key` names in the first column of the table under a ### heading."""
+    part = _section("json").split(f"### {heading}\n", 1)
+    assert len(part) == 2, f"no '### {heading}' in the json section"
+    table = part[1].split("\n### ", 1)[0]
+    return set(re.findall(r"^\|\s*`([a-z_.\[\]]+)`", table, flags=re.M))
+
+
+@pytest.mark.parametrize("heading,schema", [
+    ("status", "STATUS"), ("enable", "ENABLE"), ("disable", "DISABLE"),
+])
+def test_json_section_documents_exactly_the_schema(heading, schema):
+    from tests import test_contract
+
+    documented = _documented_keys(heading)
+    if heading in ("enable", "disable"):
+        # These print the status document, plus what their own table lists.
+        documented |= _documented_keys("status")
+    assert documented == set(getattr(test_contract, schema))
+
+
+def test_json_section_documents_the_list_document():
+    from tests import test_contract
+
+    documented = _documented_keys("list")
+    top = {k for k in documented if "." not in k}
+    items = {k.split(".", 1)[1] for k in documented if k.startswith("integrations[].")}
+    assert top == set(test_contract.LIST)
+    assert items == set(test_contract.LIST_ITEM)
