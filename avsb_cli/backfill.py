@@ -142,7 +142,13 @@ def read_jsonl(stream: IO[bytes]) -> Iterator[Row]:
 def read_csv(stream: IO[bytes]) -> Iterator[Row]:
     # surrogateescape: a stray non-UTF-8 byte spoils its record, not the file.
     text = io.TextIOWrapper(stream, encoding="utf-8-sig", errors="surrogateescape", newline="")
-    reader = csv.reader(text)
+    try:
+        yield from _csv_rows(csv.reader(text))
+    finally:
+        text.detach()  # the caller owns the stream (stdin included)
+
+
+def _csv_rows(reader: Any) -> Iterator[Row]:
     try:
         header = next(reader)
     except StopIteration:
@@ -323,13 +329,14 @@ class MessageBuilder:
         )
         found: list[tuple[int, int, str]] = []
         template: Any = False
+        placed = (True, True, has_user, has_anon)
         for index, token in enumerate(_TOKENS.values()):
+            if not placed[index]:
+                continue  # in a value, its text is just text
             quoted = encode_basestring(token)
-            count = text.count(quoted)
-            if count > 1 or (count == 0 and index < 2):  # messageId and timestamp must be there
+            if text.count(quoted) != 1:  # a value holds it too: no template
                 break
-            if count:
-                found.append((text.index(quoted), index, quoted))
+            found.append((text.index(quoted), index, quoted))
         else:
             found.sort()
             pieces, order, pos = [], [], 0
@@ -594,17 +601,6 @@ def send(
 
     if not 1 <= concurrency <= 16:
         raise UsageError("--concurrency must be between 1 and 16")
-    key_doc: dict[str, Any] = {"key_masked": None, "key_source": None}
-    if dry_run:
-        store = store or ConfigStore()
-        seg = ConfigStore.segment_of(store.load(), project)
-        resolved = None
-    else:
-        seg, resolved = integration.usable_key(project, store=store, keystore=keystore)
-        key_doc = {"key_masked": resolved.masked, "key_source": resolved.source}
-    url = f"{endpoints.tracking_base(seg)}/v1/batch"
-    policy = policy or segment.Policy.from_env(timeout)
-
     explicit = failed_file is not None
     failed_path = Path(failed_file) if explicit else default_failed_path()
     if not dry_run:
@@ -617,7 +613,22 @@ def send(
             raise UsageError(f"cannot write the failed-events file in {folder}",
                              hint="pass --failed-file PATH in a writable folder")
 
-    stream, opened = _open_input(source)
+    stream, opened = _open_input(source)  # a mistyped path first, then the key
+    key_doc: dict[str, Any] = {"key_masked": None, "key_source": None}
+    try:
+        if dry_run:
+            store = store or ConfigStore()
+            seg = ConfigStore.segment_of(store.load(), project)
+            resolved = None
+        else:
+            seg, resolved = integration.usable_key(project, store=store, keystore=keystore)
+            key_doc = {"key_masked": resolved.masked, "key_source": resolved.source}
+        url = f"{endpoints.tracking_base(seg)}/v1/batch"
+        policy = policy or segment.Policy.from_env(timeout)
+    except BaseException:
+        if opened:
+            stream.close()
+        raise
     start = time.monotonic()
     done = [0]
 
@@ -705,6 +716,8 @@ def send(
             " (Segment deduplicates what was already sent)",
         ) from None
     finally:
+        with contextlib.suppress(NameError):
+            rows.close()
         if sender is not None and not sender.closed:  # an error: keep what was queued
             sender.interrupt()
             sender.close()

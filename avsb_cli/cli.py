@@ -3,9 +3,11 @@
 Heavy modules (httpx, keyring, Rich) are imported inside the commands that
 need them: every Tab of a shell completion re-runs this program, so the
 import path to the completion machinery stays as light as typer itself.
-"""
 
-from __future__ import annotations
+No ``from __future__ import annotations`` here: typer would turn every
+string annotation back into an object with eval and compile on each start
+(about 150 compiles, most of the start-up time measured in bench/).
+"""
 
 import os
 import sys
@@ -128,11 +130,15 @@ def run_guarded(call: Any, argv: list[str]) -> int:
     from typer import exceptions as typer_exc
     from typer._click import exceptions as click_exc
 
-    from avsb_cli import render
-
     try:
-        rv = call()
-        return rv if isinstance(rv, int) else 0
+        try:
+            rv = call()
+            return rv if isinstance(rv, int) else 0
+        except (Exception, KeyboardInterrupt):
+            # Imported only on the way out of a failure: --version, --help
+            # and a Tab never pay for render's imports (bench/).
+            from avsb_cli import render
+            raise
     except AvsbError as err:
         render.current().error(err)
         return int(err.exit_code)
@@ -144,6 +150,7 @@ def run_guarded(call: Any, argv: list[str]) -> int:
         # Raised before a command ran, so look at argv for --json ourselves.
         out = render.Output(json_mode="--json" in argv)
         where = err.ctx.command_path if err.ctx else PROG
+        _mask_key_like(argv)
         out.error(UsageError(err.format_message(), hint=f"see '{where} --help'"))
         return int(ExitCode.USAGE)
     except typer_exc.Abort:  # Ctrl-C or EOF at a prompt (typer's, not in _click)
@@ -173,6 +180,19 @@ def run_guarded(call: Any, argv: list[str]) -> int:
             )
         )
         return int(ExitCode.ERROR)
+
+
+def _mask_key_like(argv: list[str]) -> None:
+    """Mask key-shaped words in a usage error: `--write-key-stdin KEY` echoes KEY."""
+    import re
+
+    from avsb_cli.writekey import remember_secret
+
+    for word in argv:
+        value = word.split("=", 1)[1] if word.startswith("-") and "=" in word else word
+        if (len(value) >= 16 and re.fullmatch(r"[A-Za-z0-9_.~+-]+", value)
+                and re.search(r"\d", value) and re.search(r"[A-Za-z]", value)):
+            remember_secret(value)
 
 
 def _version(value: bool) -> None:
@@ -287,7 +307,8 @@ def _read_key(
     if interactive:
         answer = typer.prompt(
             "Segment write key (blank: auto-detect window.analytics)",
-            default="", show_default=False, hide_input=True,
+            # err=True: on stderr, so `enable --json | jq` shows it and stdout stays JSON.
+            default="", show_default=False, hide_input=True, err=True,
         )
         if answer.strip():
             return writekey.normalise(answer, source="the prompt"), "prompt"
@@ -481,10 +502,13 @@ def _validate(project: str, region: Region | None, send_event: bool, timeout: fl
         out.document(doc)
     else:
         marks = {"pass": "PASS", "fail": "FAIL", "skip": "skip"}
+        # The fix column only when something failed: narrow terminals wrap less.
+        fixes = any(c["status"] == "fail" for c in doc["checks"])
         out.table(
             f"Validation of project {project}'s write key {doc['key_masked'] or ''}",
-            ["check", "result", "detail", "fix"],
-            [[c["title"], marks[c["status"]], c["detail"], c["fix"] or ""] for c in doc["checks"]],
+            ["check", "result", "detail"] + (["fix"] if fixes else []),
+            [[c["title"], marks[c["status"]], c["detail"]] + ([c["fix"]] if fixes else [])
+             for c in doc["checks"]],
         )
     err = integration.checks_error(doc["checks"], "validation failed")
     if err:

@@ -450,7 +450,14 @@ def validate(
     if send_event is not None:
         doc["message_id"] = send_event["messageId"]
         doc["anonymous_id"] = send_event.get("anonymousId")
-    if seg:
+    # Config keeps the outcome for the project's own key: a CI run checking
+    # some other key from AVSB_SEGMENT_WRITE_KEY must not overwrite it.
+    foreign = bool(
+        resolved is None
+        or (resolved.source == "env" and key
+            and writekey.fingerprint(key) != seg.get("key_fingerprint"))
+    )
+    if seg and not foreign:
 
         def change(data: dict[str, Any]) -> None:
             target = ConfigStore.segment_for_update(data, project)

@@ -97,8 +97,17 @@ def test_no_temp_files_left_behind(cli, config_dir):
 def test_write_atomic_fsyncs_before_rename(tmp_path, monkeypatch):
     calls: list[str] = []
     real_fsync, real_replace = os.fsync, os.replace
-    monkeypatch.setattr(os, "fsync", lambda fd: (calls.append("fsync"), real_fsync(fd))[1])
-    monkeypatch.setattr(os, "replace", lambda a, b: (calls.append("replace"), real_replace(a, b))[1])
+
+    def fsync(fd):  # type: ignore[no-untyped-def]
+        calls.append("fsync")
+        return real_fsync(fd)
+
+    def replace(a, b):  # type: ignore[no-untyped-def]
+        calls.append("replace")
+        return real_replace(a, b)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
     target = tmp_path / "c" / "config.toml"
     config.write_atomic(target, "a = 1\n")
     assert calls[:2] == ["fsync", "replace"]

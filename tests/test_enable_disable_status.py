@@ -249,7 +249,8 @@ def test_prompt_on_terminal_takes_typed_key(avsb, memory_keyring, monkeypatch):
     monkeypatch.setattr(cli_mod, "_interactive", lambda no_input: not no_input)
     r = avsb(*ENABLE, input=KEY + "\n")
     assert r.exit_code == 0, r.output
-    assert "Segment write key" in r.output  # the prompt was shown...
+    # The prompt was shown, on stderr (stdout may be a pipe to jq)...
+    assert "Segment write key" in r.stderr and "Segment write key" not in r.stdout
     assert memory_keyring.items[ITEM] == KEY  # ...and hid what was typed (see avsb)
 
 
@@ -797,3 +798,40 @@ def test_sigint_while_storing_is_held_until_key_and_config_agree(
     from avsb_cli.writekey import fingerprint
 
     assert seg_config(config_dir)["key_fingerprint"] == fingerprint(KEY2)
+
+
+def test_eof_at_the_prompt_is_an_interruption_and_stores_nothing(avsb, memory_keyring,
+                                                                 config_dir, monkeypatch):
+    monkeypatch.setattr(cli_mod, "_interactive", lambda no_input: not no_input)
+    r = avsb(*ENABLE, "--json", input="")
+    assert r.exit_code == ExitCode.INTERRUPTED, r.output
+    assert r.json()["error"]["code"] == "interrupted"
+    assert memory_keyring.items == {} and config_bytes(config_dir) is None
+
+
+# Smaller contracts ------------------------------------------------------------------
+
+
+def test_stdin_far_too_long_is_an_input_error(avsb, memory_keyring):
+    r = avsb(*ENABLE, "--write-key-stdin", "--json", input="a" * (64 * 1024 + 10))
+    assert r.exit_code == ExitCode.INPUT
+    assert r.json()["error"]["code"] == "input" and memory_keyring.items == {}
+
+
+def test_quiet_enable_prints_nothing_on_stdout(avsb, memory_keyring):
+    r = avsb(*ENABLE, "--write-key-stdin", "--quiet", input=KEY)
+    assert r.exit_code == 0 and r.stdout == ""
+    assert memory_keyring.items[ITEM] == KEY
+
+
+def test_no_colour_codes_without_a_terminal(config_dir, tmp_path):
+    env = avsb_env(TERM="xterm-256color",
+                   PYTHON_KEYRING_BACKEND="tests.support.memkeyring.FileKeyring",
+                   AVSB_TEST_KEYRING_FILE=str(tmp_path / "kr.json"))
+    env.pop("NO_COLOR", None)
+    assert run_avsb(*ENABLE, "--write-key-stdin", env=env, input=KEY).exit_code == 0
+    for args in (STATUS, ("integrations", "list")):
+        r = run_avsb(*args, env=env)
+        assert r.exit_code == 0, r.stderr
+        assert "\x1b[" not in r.stdout + r.stderr
+        _no_leak(r.stdout + r.stderr, f"output of {args}")

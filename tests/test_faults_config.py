@@ -70,7 +70,7 @@ COMMANDS = [
 ]
 
 
-HAND_EDITED_EXAMPLES = 120
+HAND_EDITED_EXAMPLES = 80
 
 
 @settings(max_examples=HAND_EDITED_EXAMPLES, deadline=None,
@@ -294,7 +294,7 @@ def test_sigkill_mid_write_leaves_the_old_or_the_new_file(tmp_path):
     env = avsb_env()
     rng = random.Random(6)
     seen = []
-    for _ in range(15):
+    for _ in range(12):
         child = subprocess.Popen([sys.executable, "-c", WRITER_CHILD, str(path)], env=env,
                                  stdout=subprocess.PIPE, text=True)
         assert child.stdout is not None and child.stdout.readline() == "ready\n"
@@ -307,7 +307,7 @@ def test_sigkill_mid_write_leaves_the_old_or_the_new_file(tmp_path):
         doc = tomllib.loads(path.read_text())  # never partial: always parses
         assert len(doc["pad"]) == doc["n"] * 7919 % 300_000  # and is one whole write
         seen.append(doc["n"])
-    assert seen == sorted(seen) and len(seen) >= 10
+    assert seen == sorted(seen) and len(seen) >= 8
     # A temp file a killed writer left is cleaned by the next write.
     from avsb_cli.config import ConfigStore
 
@@ -325,14 +325,25 @@ SIGINT_LAUNCHER = (
 )
 
 
-@pytest.mark.parametrize("json_mode", [False, True])
-def test_ctrl_c_during_a_send_exits_130_and_keeps_config(cli, config_dir, segment, json_mode):
+@pytest.mark.parametrize(("command", "json_mode"),
+                         [("test-event", False), ("test-event", True), ("send", True)])
+def test_ctrl_c_during_a_send_exits_130_and_keeps_config(cli, config_dir, segment, tmp_path,
+                                                        command, json_mode):
     assert cli(*ENABLE, "--auto-detect").exit_code == 0
     path = config_dir / "config.toml"
     before = path.read_bytes()
-    segment.fault("/v1/track", delay=5)
     env = avsb_env(AVSB_SEGMENT_WRITE_KEY=KEY)
-    args = ["segment", "test-event", *(["--json"] if json_mode else [])]
+    if command == "send":
+        data = tmp_path / "e.jsonl"
+        data.write_text(json.dumps({
+            "experiment_id": "e", "experiment_name": "E", "variation_id": "v",
+            "variation_name": "V", "user_id": "u", "timestamp": "2024-05-01T00:00:00Z"}) + "\n")
+        segment.fault("/v1/batch", delay=5)
+        args = ["segment", "send", str(data), "--failed-file", str(tmp_path / "failed.jsonl")]
+    else:
+        segment.fault("/v1/track", delay=5)
+        args = ["segment", "test-event"]
+    args += ["--json"] if json_mode else []
     proc = subprocess.Popen([sys.executable, "-c", SIGINT_LAUNCHER, *args], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 20
@@ -343,7 +354,10 @@ def test_ctrl_c_during_a_send_exits_130_and_keeps_config(cli, config_dir, segmen
     out, err = proc.communicate(timeout=20)
     assert proc.returncode == ExitCode.INTERRUPTED, err
     assert "Traceback" not in err
-    assert [ln for ln in err.splitlines() if ln.strip()] == ["avsb: error: interrupted"]
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("avsb: error: interrupted"), err
+    if command == "send":  # nothing is lost: the user is told how to finish
+        assert "send the file again" in lines[0]
     if json_mode:
         assert json.loads(out)["error"]["code"] == "interrupted"
     assert path.read_bytes() == before

@@ -17,7 +17,6 @@ from avsb_cli.errors import ExitCode, NetworkError
 from tests.conftest import KEY
 from tests.support.fakesegment import FakeSegment, closed_port_url
 
-
 # A key check that Segment could not answer: a failed validation (5) or, as a
 # network failure, 6; issue 3 owns that choice, these tests that it is clean.
 CHECK_NOT_RUN = (ExitCode.VALIDATION_FAILED, ExitCode.NETWORK)
@@ -98,8 +97,8 @@ def test_reset_on_every_attempt_is_exit_6(cli, keyed, fast_retries):
 
 
 def test_slower_than_the_timeout_is_exit_6(cli, keyed, monkeypatch):
-    monkeypatch.setenv("AVSB_TIMEOUT", "0.3")
-    keyed.fault("/v1/track", delay=1.0)
+    monkeypatch.setenv("AVSB_TIMEOUT", "0.2")
+    keyed.fault("/v1/track", delay=0.6)
     line = one_error_line(send_event(cli), ExitCode.NETWORK)
     assert "timed out" in line
     assert keyed.wait_idle()
@@ -310,3 +309,51 @@ def test_error_documents_are_one_json_document(cli, monkeypatch, fast_retries):
     r = send_event(cli, "--json")
     doc = json.loads(r.stdout)  # exactly one document, nothing else on stdout
     assert set(doc) == {"error"} and doc["error"]["code"] == "network"
+
+
+# segment send under the same faults ---------------------------------------------------
+
+
+def enrollments(path, n: int = 5):
+    path.write_text("".join(
+        json.dumps({"experiment_id": "exp_1", "experiment_name": "Hero", "variation_id": "v1",
+                    "variation_name": "B", "user_id": f"u{i}",
+                    "timestamp": f"2024-05-01T10:00:0{i}Z"}) + "\n" for i in range(n)))
+    return path
+
+
+def batch_ids(server: FakeSegment) -> list[list[str]]:
+    return [[m["messageId"] for m in r.json["batch"]] for r in server.requests
+            if r.path == "/v1/batch" and r.json and r.json.get("batch")]
+
+
+def test_send_retries_a_batch_with_the_same_message_ids(cli, keyed, fast_retries, tmp_path):
+    data = enrollments(tmp_path / "e.jsonl")
+    keyed.fault("/v1/batch", status=503)
+    keyed.fault("/v1/batch", truncate=True)  # delivered, answer cut: sent again
+    r = cli("segment", "send", str(data), "--json", "--failed-file", str(tmp_path / "f.jsonl"))
+    assert r.exit_code == 0, r.output
+    ids = batch_ids(keyed)
+    assert len(ids) == 3 and ids[0] == ids[1] == ids[2]
+    assert len(keyed.events) == 10 and len(keyed.unique_events) == 5
+    # Sending the same file again sends the same messageIds: nothing counted twice.
+    assert cli("segment", "send", str(data)).exit_code == 0
+    assert len(keyed.unique_events) == 5
+
+
+def test_send_to_a_dead_endpoint_keeps_every_event(cli, keyed, fast_retries, tmp_path,
+                                                   monkeypatch):
+    data = enrollments(tmp_path / "e.jsonl")
+    failed = tmp_path / "failed.jsonl"
+    monkeypatch.setenv("AVSB_SEGMENT_ENDPOINT", closed_port_url())
+    r = cli("segment", "send", str(data), "--failed-file", str(failed))
+    line = one_error_line(r, ExitCode.NETWORK)
+    assert str(failed) in line
+    # The failed file is itself a valid input: sending it later delivers all 5.
+    monkeypatch.setenv("AVSB_SEGMENT_ENDPOINT", keyed.url)
+    r = cli("segment", "send", str(failed), "--json")
+    assert r.exit_code == 0, r.output
+    assert r.json()["sent"] == 5 and len(keyed.unique_events) == 5
+    # ...with the messageIds the original file gives: sending both counts 5.
+    assert cli("segment", "send", str(data)).exit_code == 0
+    assert len(keyed.unique_events) == 5

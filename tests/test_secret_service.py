@@ -56,25 +56,30 @@ def test_backend_is_secret_service(ss_env):
     assert r.stdout.strip() == "keyring.backends.SecretService", r.stderr
 
 
-def test_enable_status_clear_disable(ss_env, config_dir):
-    p = "ss-life"
+def test_enable_stores_in_secret_service_and_status_masks_it(ss_env, config_dir):
+    p = "ss-enable"
     r = avsb(ss_env, *ENABLE, "--write-key-stdin", "-p", p, "--json", input=KEY + "\n")
     assert r.exit_code == 0, r.stderr
     assert json.loads(r.stdout)["key_storage"] == "keyring"
     assert lookup(ss_env, p) == KEY
     assert KEY not in (config_dir / "config.toml").read_text(encoding="utf-8")
-
     doc = json.loads(avsb(ss_env, *STATUS, "-p", p, "--json").stdout)
     assert doc["key_state"] == "ok" and doc["key_source"] == "keyring"
     assert doc["key_masked"] == "…" + KEY[-4:]
     r = avsb(ss_env, *STATUS, "-p", p)
     assert "…" + KEY[-4:] in r.stdout and "keyring" in r.stdout
 
-    # Replaced by a second enable.
+
+def test_enable_again_replaces_the_item(ss_env):
+    p = "ss-replace"
+    assert avsb(ss_env, *ENABLE, "--write-key-stdin", "-p", p, input=KEY).exit_code == 0
     assert avsb(ss_env, *ENABLE, "--write-key-stdin", "-p", p, input=KEY2).exit_code == 0
     assert lookup(ss_env, p) == KEY2
 
-    # Deleted outside avsb: status tells the truth.
+
+def test_item_cleared_outside_avsb_shows_missing(ss_env):
+    p = "ss-clear"
+    assert avsb(ss_env, *ENABLE, "--write-key-stdin", "-p", p, input=KEY).exit_code == 0
     subprocess.run(["secret-tool", "clear", "service", "avsb", "username", f"segment:{p}"],
                    env=ss_env, check=True, timeout=20)
     assert lookup(ss_env, p) is None
@@ -89,8 +94,6 @@ def test_disable_keeps_key_and_forget_key_removes_it(ss_env):
     r = avsb(ss_env, *DISABLE, "-p", p, "--json")
     assert r.exit_code == 0 and json.loads(r.stdout)["enabled"] is False
     assert lookup(ss_env, p) == KEY
-    # Twice is fine.
-    assert avsb(ss_env, *DISABLE, "-p", p).exit_code == 0
     r = avsb(ss_env, *DISABLE, "-p", p, "--forget-key", "--json")
     assert r.exit_code == 0, r.stderr
     assert json.loads(r.stdout)["key_forgotten"] is True

@@ -1,0 +1,517 @@
+"""avsb's benchmark: start-up and bulk sending, as ratios measured in one run.
+
+    python bench/run.py             # the full run, a few minutes
+    python bench/run.py --quick     # smaller and fewer runs
+    python bench/run.py --readme    # also put the figures in README.md
+
+Run it with the Python of the environment avsb is installed in (the `avsb`
+script beside it is what gets timed). It prints a table and writes
+bench/RESULTS.md (raw numbers in bench/results/latest.json).
+
+1. Start-up: `avsb --version`, `avsb --help`, a bash completion request and
+   `avsb integrations segment status` (its key in a real Secret Service:
+   gnome-keyring on a private D-Bus, as in the tests), each against
+   `python -c "import typer"` in the same environment. Medians of N runs,
+   interleaved, after one warm-up run each (which also writes bytecode).
+   Targets: --version and completion at most 1.2x, status at most 2.0x.
+2. Bulk: events per second for the same enrollments (a) sent by
+   `avsb segment send`, (b) sent by segment-analytics-python 2.4.0 with its
+   defaults (in its own venv, never the project's; queue large enough to drop
+   nothing, then flush), and (c) the server's own limit: the same batches,
+   pre-built and gzipped, posted in a tight loop. The server is the tests'
+   FakeSegment(count_only=True) on 127.0.0.1 in this process; its CPU share
+   is reported to show whether it was the bottleneck. Every run is checked to
+   have delivered every event. Targets: avsb >= 3x analytics-python and
+   >= 70% of the limit.
+3. Memory: peak RSS (getrusage in a wrapper process) of `avsb segment send`
+   for 1,000,000 enrollments against 10,000. Target: at most 1.2x.
+
+Loopback only; every loop and process is bounded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "bench"
+sys.path.insert(0, str(ROOT))
+
+KEY = "Zq7Xk2LmP9vR4tYw8NcB3hJd6FgS5aQe"  # made up; the server takes any key
+PEER = "segment-analytics-python==2.4.0"
+DEFAULT_PEER_VENV = Path(tempfile.gettempdir()) / "avsb-bench-analytics"
+TIMEOUT = 900  # seconds for any one process
+COMPLETION_ENV = {"_AVSB_COMPLETE": "complete_bash",
+                  "COMP_WORDS": "avsb integrations segment ", "COMP_CWORD": "3"}
+WRAP_RSS = (
+    "import resource, subprocess, sys\n"
+    "p = subprocess.run(sys.argv[1:], stdout=subprocess.PIPE, stderr=subprocess.PIPE)\n"
+    "sys.stderr.write(p.stderr.decode(errors='replace')[-2000:])\n"
+    "print(p.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
+)
+
+
+def say(text: str) -> None:
+    sys.stderr.write(text + "\n")
+    sys.stderr.flush()
+
+
+def base_env() -> dict[str, str]:
+    """This environment without what would steer avsb or keyring."""
+    drop = ("AVSB_", "PYTHON_KEYRING_BACKEND", "KEYRING_PROPERTY_", "_AVSB_COMPLETE")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(drop)}
+    # Bytecode is written once in the warm-up, as on any user's machine.
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    env.pop("PYTHONPATH", None)
+    return env
+
+
+def avsb_argv() -> list[str]:
+    exe = Path(sys.executable).with_name("avsb")
+    if not exe.exists():
+        raise SystemExit(f"no avsb script beside {sys.executable}: install avsb into this "
+                         "environment first (pip install -e .)")
+    return [str(exe)]
+
+
+def median_ms(values: list[float]) -> float:
+    return round(statistics.median(values) * 1000, 1)
+
+
+# The Secret Service ------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def secret_service(tmp: Path) -> Iterator[dict[str, str] | None]:
+    """A private D-Bus with an unlocked gnome-keyring, as the tests' fixture."""
+    missing = [t for t in ("dbus-daemon", "gnome-keyring-daemon") if shutil.which(t) is None]
+    if missing:
+        say(f"no Secret Service: {', '.join(missing)} not installed; status is skipped")
+        yield None
+        return
+    home = tmp / "ss-home"
+    (home / "run").mkdir(parents=True, mode=0o700)
+    env = {"HOME": str(home), "XDG_DATA_HOME": str(home / "data"),
+           "XDG_CONFIG_HOME": str(home / "config"), "XDG_RUNTIME_DIR": str(home / "run"),
+           "PATH": os.environ.get("PATH", "")}
+    bus = subprocess.Popen(
+        ["dbus-daemon", "--session", "--nofork", "--print-address=1", "--nopidfile"],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, text=True,
+    )
+    try:
+        assert bus.stdout is not None
+        env["DBUS_SESSION_BUS_ADDRESS"] = bus.stdout.readline().strip()
+        subprocess.run(["gnome-keyring-daemon", "--unlock", "--components=secrets"],
+                       input="bench-password", env=env, capture_output=True, text=True,
+                       timeout=30, check=True)
+        yield env
+    finally:
+        bus.terminate()
+        bus.wait(timeout=10)
+
+
+# 1. Start-up ------------------------------------------------------------------------
+
+
+def startup(runs: int, tmp: Path) -> dict[str, Any]:
+    avsb = avsb_argv()
+    with secret_service(tmp) as ss:
+        env = base_env() | (ss or {})
+        env["AVSB_CONFIG_DIR"] = str(tmp / "cfg-startup")
+        cmds: dict[str, tuple[list[str], dict[str, str], str]] = {
+            "python -c 'import typer'": ([sys.executable, "-c", "import typer"], env, ""),
+            "avsb --version": ([*avsb, "--version"], env, "avsb "),
+            "avsb --help": ([*avsb, "--help"], env, "Usage: avsb"),
+            "completion (bash, 'avsb integrations segment ')": (avsb, env | COMPLETION_ENV,
+                                                               "status"),
+        }
+        status_note = "no Secret Service here"
+        if ss is not None:
+            r = subprocess.run([*avsb, "integrations", "segment", "enable", "--write-key-stdin",
+                                "--json"], input=KEY, env=env, capture_output=True, text=True,
+                               timeout=120)
+            doc = json.loads(r.stdout)
+            if r.returncode != 0 or doc.get("key_source") != "keyring":
+                raise SystemExit(f"enable failed: {r.stdout}{r.stderr}")
+            cmds["avsb integrations segment status"] = (
+                [*avsb, "integrations", "segment", "status"], env, "(from keyring)")
+            cmds["avsb integrations segment status --json"] = (
+                [*avsb, "integrations", "segment", "status", "--json"], env, '"key_state": "ok"')
+            status_note = "key in gnome-keyring (Secret Service), read by avsb"
+        for name, (argv, cenv, expect) in cmds.items():  # warm-up, and proof it works
+            r = subprocess.run(argv, env=cenv, capture_output=True, text=True, timeout=120)
+            if r.returncode != 0 or expect not in r.stdout:
+                raise SystemExit(f"{name} did not work: exit {r.returncode}: "
+                                 f"{r.stdout[-300:]}{r.stderr[-300:]}")
+        wall: dict[str, list[float]] = {n: [] for n in cmds}
+        cpu: dict[str, list[float]] = {n: [] for n in cmds}
+        say(f"start-up: {runs} interleaved runs of {len(cmds)} commands")
+        for _ in range(runs):
+            for name, (argv, cenv, _) in cmds.items():
+                r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+                t0 = time.perf_counter()
+                subprocess.run(argv, env=cenv, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, timeout=120)
+                wall[name].append(time.perf_counter() - t0)
+                r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+                cpu[name].append(r1.ru_utime - r0.ru_utime + r1.ru_stime - r0.ru_stime)
+    base = "python -c 'import typer'"
+    rows = {}
+    for name in cmds:
+        rows[name] = {
+            "wall_ms": median_ms(wall[name]),
+            "cpu_ms": median_ms(cpu[name]),
+            "ratio": round(statistics.median(wall[name]) / statistics.median(wall[base]), 2),
+            "cpu_ratio": round(statistics.median(cpu[name]) / statistics.median(cpu[base]), 2),
+        }
+    return {"runs": runs, "rows": rows, "status": status_note}
+
+
+# 2. Bulk ----------------------------------------------------------------------------
+
+
+def write_enrollments(path: Path, count: int) -> None:
+    """Deterministic enrollments: 20 experiments x 3 variations, users and visitors."""
+    with open(path, "w", encoding="utf-8") as fh:
+        for i in range(count):
+            e, v = i % 20, i % 3
+            who = (f'"user_id":"user_{i}"' if i % 3 else
+                   f'"anonymous_id":"{i:08x}-6f1c-4d2e-9a7b-{i * 7919 % 10**12:012d}"')
+            fh.write(
+                f'{{"experiment_id":"exp_{e:06x}","experiment_name":"Experiment {e}",'
+                f'"variation_id":"var_{e}_{v}","variation_name":"Variation {"ABC"[v]}",{who},'
+                f'"timestamp":"2024-{1 + i % 12:02d}-{1 + i % 28:02d}T{i % 24:02d}:'
+                f'{i // 24 % 60:02d}:{i // 1440 % 60:02d}.{i % 1000:03d}Z"}}\n'
+            )
+
+
+def ensure_peer(venv: Path) -> Path | None:
+    py = venv / "bin" / "python"
+    check = [str(py), "-c", "import segment.analytics.version as v; "
+             "assert v.VERSION == '2.4.0', v.VERSION"]
+    if py.exists() and subprocess.run(check, capture_output=True).returncode == 0:
+        return py
+    say(f"installing {PEER} into {venv} (its own venv, not the project's)")
+    subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True,
+                   timeout=TIMEOUT)
+    r = subprocess.run([str(py), "-m", "pip", "install", "-q", PEER], capture_output=True,
+                       text=True, timeout=TIMEOUT)
+    if r.returncode != 0 or subprocess.run(check, capture_output=True).returncode != 0:
+        say(f"could not install {PEER}; the comparison is skipped:\n{r.stderr[-1000:]}")
+        return None
+    return py
+
+
+class Cpu:
+    """CPU seconds of this process (the server's threads) over a block."""
+
+    def __enter__(self) -> Cpu:
+        self.r0 = resource.getrusage(resource.RUSAGE_SELF)
+        self.t0 = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        r1 = resource.getrusage(resource.RUSAGE_SELF)
+        self.wall = time.perf_counter() - self.t0
+        self.cpu = r1.ru_utime - self.r0.ru_utime + r1.ru_stime - self.r0.ru_stime
+
+
+def run_avsb(server: Any, data: Path, count: int, tmp: Path) -> dict[str, Any]:
+    env = base_env() | {"AVSB_SEGMENT_ENDPOINT": server.url, "AVSB_SEGMENT_WRITE_KEY": KEY,
+                        "AVSB_CONFIG_DIR": str(tmp / "cfg-bulk")}
+    before = server.event_count
+    with Cpu() as c:
+        r = subprocess.run([*avsb_argv(), "segment", "send", str(data), "--json"], env=env,
+                           cwd=tmp, capture_output=True, text=True, timeout=TIMEOUT)
+    doc = json.loads(r.stdout)
+    delivered = server.event_count - before
+    if r.returncode != 0 or doc["sent"] != count or delivered != count:
+        raise SystemExit(f"avsb send failed: exit {r.returncode}, sent {doc.get('sent')}, "
+                         f"server got {delivered}: {r.stderr[-500:]}")
+    return {"events_per_s": round(count / c.wall), "seconds": round(c.wall, 2),
+            "inner_events_per_s": doc["events_per_second"],
+            "server_cpu": round(c.cpu / c.wall, 2)}
+
+
+def run_peer(py: Path, server: Any, data: Path, count: int) -> dict[str, Any]:
+    before = server.event_count
+    with Cpu() as c:
+        r = subprocess.run([str(py), str(BENCH / "peer_analytics.py"), str(data), server.url,
+                            KEY, str(count)], env=base_env(), capture_output=True, text=True,
+                           timeout=TIMEOUT)
+    delivered = server.event_count - before
+    doc = json.loads(r.stdout) if r.returncode == 0 else {}
+    if delivered != count or doc.get("dropped") or doc.get("errors"):
+        raise SystemExit(f"analytics-python lost events: server got {delivered} of {count}: "
+                         f"{r.stdout[-300:]}{r.stderr[-500:]}")
+    return {"events_per_s": round(count / c.wall), "seconds": round(c.wall, 2),
+            "server_cpu": round(c.cpu / c.wall, 2)}
+
+
+def run_limit(server: Any, data: Path, count: int) -> dict[str, Any]:
+    before = server.event_count
+    proc = subprocess.Popen([sys.executable, str(BENCH / "post_batches.py"), str(data),
+                             server.url, KEY, "4"], env=base_env(), stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdin is not None and proc.stdout is not None
+        if proc.stdout.readline().strip() != "built":
+            raise SystemExit(f"the limit run failed to build: {proc.communicate()[1][-500:]}")
+        with Cpu() as c:  # the posting only
+            out, err = proc.communicate("go\n", timeout=TIMEOUT)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    doc = json.loads(out) if proc.returncode == 0 else {}
+    delivered = server.event_count - before
+    if delivered != count or doc.get("failures"):
+        raise SystemExit(f"the limit run lost events: {out[-300:]}{err[-500:]}")
+    return {"events_per_s": round(count / doc["seconds"]), "seconds": round(doc["seconds"], 2),
+            "batches": doc["batches"], "server_cpu": round(c.cpu / c.wall, 2)}
+
+
+def bulk(count: int, reps: int, peer_venv: Path, tmp: Path) -> dict[str, Any]:
+    from tests.support.fakesegment import FakeSegment
+
+    data = tmp / f"enrollments-{count}.jsonl"
+    write_enrollments(data, count)
+    peer = ensure_peer(peer_venv)
+    results: dict[str, list[dict[str, Any]]] = {"avsb": [], "analytics-python": [], "limit": []}
+    with FakeSegment(count_only=True) as server:
+        server.add_key(KEY)
+        order = ["avsb", "analytics-python", "limit"]
+        for rep in range(reps):
+            for name in order[rep % 3:] + order[:rep % 3]:  # rotate: no runner always first
+                say(f"bulk {rep + 1}/{reps}: {name}, {count:,} enrollments")
+                if name == "avsb":
+                    results[name].append(run_avsb(server, data, count, tmp))
+                elif name == "limit":
+                    results[name].append(run_limit(server, data, count))
+                elif peer is not None:
+                    results[name].append(run_peer(peer, server, data, count))
+    summary: dict[str, Any] = {"count": count, "reps": reps, "runs": results}
+    for name, runs in results.items():
+        if runs:
+            summary[name] = statistics.median(r["events_per_s"] for r in runs)
+    data.unlink()
+    return summary
+
+
+def memory(small: int, large: int, tmp: Path) -> dict[str, Any]:
+    from tests.support.fakesegment import FakeSegment
+
+    out: dict[str, Any] = {}
+    with FakeSegment(count_only=True) as server:
+        server.add_key(KEY)
+        env = base_env() | {"AVSB_SEGMENT_ENDPOINT": server.url, "AVSB_SEGMENT_WRITE_KEY": KEY,
+                            "AVSB_CONFIG_DIR": str(tmp / "cfg-mem")}
+        for count in (small, large):
+            data = tmp / f"mem-{count}.jsonl"
+            write_enrollments(data, count)
+            say(f"memory: avsb segment send, {count:,} enrollments")
+            before = server.event_count
+            r = subprocess.run([sys.executable, "-c", WRAP_RSS, *avsb_argv(), "segment", "send",
+                                str(data), "--json"], env=env, cwd=tmp, capture_output=True,
+                               text=True, timeout=TIMEOUT)
+            code, rss_kb = (int(x) for x in r.stdout.split())
+            if code != 0 or server.event_count - before != count:
+                raise SystemExit(f"avsb send failed in the memory run: {r.stderr[-500:]}")
+            out[str(count)] = round(rss_kb / 1024, 1)
+            data.unlink()
+    out["ratio"] = round(out[str(large)] / out[str(small)], 2)
+    out["small"], out["large"] = small, large
+    return out
+
+
+# Report --------------------------------------------------------------------------------
+
+
+def versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {}
+    for name in ("avsb", "typer", "rich", "httpx", "keyring", "secretstorage"):
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            found[name] = "-"
+    return found
+
+
+def machine() -> dict[str, Any]:
+    model = ""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    return {"cpus": os.cpu_count(), "cpu": model or platform.processor(),
+            "python": platform.python_version(), "system": platform.platform(terse=True)}
+
+
+def verdict(ok: bool) -> str:
+    return "met" if ok else "NOT MET"
+
+
+def render(res: dict[str, Any]) -> tuple[str, str]:
+    """The full report (RESULTS.md) and the short one (README)."""
+    lines = [f"Command: `{res['command']}`, {res['when']}.", "",
+             f"Machine: {res['machine']['cpus']} CPUs ({res['machine']['cpu']}), "
+             f"Python {res['machine']['python']}, {res['machine']['system']}; load average "
+             f"{res['load'][0]:.2f} before, {res['load'][1]:.2f} after. Versions: "
+             + ", ".join(f"{k} {v}" for k, v in res["versions"].items()) + ".", ""]
+    short: list[str] = []
+    targets = {"avsb --version": 1.2, "completion (bash, 'avsb integrations segment ')": 1.2,
+               "avsb integrations segment status": 2.0}
+    if "startup" in res:
+        st = res["startup"]
+        lines += [f"### Start-up (medians of {st['runs']} interleaved runs; status: "
+                  f"{st['status']})", "",
+                  "| command | wall ms | ratio | CPU ms | CPU ratio | target |",
+                  "| --- | ---: | ---: | ---: | ---: | --- |"]
+        for name, row in st["rows"].items():
+            target = targets.get(name)
+            t_text = f"<= {target}x: {verdict(row['ratio'] <= target)}" if target else ""
+            lines.append(f"| `{name}` | {row['wall_ms']} | {row['ratio']}x | {row['cpu_ms']} | "
+                         f"{row['cpu_ratio']}x | {t_text} |")
+            if target:
+                short.append(f"| `{name}` vs `python -c 'import typer'` | {row['ratio']}x "
+                             f"({row['wall_ms']} ms vs "
+                             f"{st['rows'][next(iter(st['rows']))]['wall_ms']} ms) | "
+                             f"<= {target}x | {verdict(row['ratio'] <= target)} |")
+        lines.append("")
+    if "bulk" in res:
+        b = res["bulk"]
+        lines += [f"### Bulk ({b['count']:,} enrollments, medians of {b['reps']} runs each, "
+                  "rotated)", "",
+                  "| sender | events/s | runs (events/s) | server CPU share |",
+                  "| --- | ---: | --- | --- |"]
+        for name in ("avsb", "analytics-python", "limit"):
+            runs = b["runs"][name]
+            if not runs:
+                lines.append(f"| {name} | - | skipped | |")
+                continue
+            share = ", ".join(str(r.get("server_cpu", "-")) for r in runs)
+            lines.append(f"| {name} | {b[name]:,.0f} | "
+                         + ", ".join(f"{r['events_per_s']:,}" for r in runs) + f" | {share} |")
+        lines += ["", "avsb's rate is end to end: process start, reading and checking the "
+                  "file, building, compressing and sending (its own figure, without start-up: "
+                  + ", ".join(f"{r['inner_events_per_s']:,}" for r in b["runs"]["avsb"])
+                  + " events/s). analytics-python's too. The limit counts the posting of "
+                  "pre-built gzip batches only. Server CPU share: CPU seconds of the server "
+                  "process per wall second (1.0 is one core).", ""]
+        if b.get("analytics-python"):
+            ratio = b["avsb"] / b["analytics-python"]
+            short.append(f"| `avsb segment send` vs analytics-python 2.4.0 | {ratio:.1f}x "
+                         f"({b['avsb']:,.0f} vs {b['analytics-python']:,.0f} events/s) | >= 3x "
+                         f"| {verdict(ratio >= 3)} |")
+            lines.append(f"avsb / analytics-python: {ratio:.2f}x (target >= 3x: "
+                         f"{verdict(ratio >= 3)}).")
+        share = b["avsb"] / b["limit"]
+        short.append(f"| `avsb segment send` vs the server's limit | {share:.0%} "
+                     f"({b['avsb']:,.0f} vs {b['limit']:,.0f} events/s) | >= 70% | "
+                     f"{verdict(share >= 0.7)} |")
+        lines += [f"avsb / limit: {share:.0%} (target >= 70%: {verdict(share >= 0.7)}).", ""]
+    if "memory" in res:
+        m = res["memory"]
+        lines += ["### Memory (peak RSS of `avsb segment send`)", "",
+                  "| enrollments | peak RSS MB |", "| ---: | ---: |",
+                  f"| {m['small']:,} | {m[str(m['small'])]} |",
+                  f"| {m['large']:,} | {m[str(m['large'])]} |", "",
+                  f"Ratio {m['ratio']}x (target <= 1.2x: {verdict(m['ratio'] <= 1.2)}).", ""]
+        short.append(f"| peak memory, {m['large']:,} vs {m['small']:,} enrollments | "
+                     f"{m['ratio']}x ({m[str(m['large'])]} vs {m[str(m['small'])]} MB) | "
+                     f"<= 1.2x | {verdict(m['ratio'] <= 1.2)} |")
+    head = ["| measure | result | target | |", "| --- | --- | --- | --- |"]
+    summary = "\n".join(head + short)
+    full = "# Benchmark results\n\n" + summary + "\n\n" + "\n".join(lines)
+    return full, summary
+
+
+def update_readme(res: dict[str, Any], summary: str) -> None:
+    readme = ROOT / "README.md"
+    text = readme.read_text(encoding="utf-8")
+    start, end = "<!-- section: bench -->", "<!-- end section: bench -->"
+    if start not in text or end not in text:
+        raise SystemExit("README.md has no bench section markers")
+    section = "\n".join([
+        start, "## Benchmark", "",
+        "`bench/run.py` measures start-up and bulk sending as ratios taken in one run, on "
+        "loopback; anyone can run it (it installs segment-analytics-python into its own venv "
+        "under the temp folder). Latest figures, from "
+        f"`{res['command']}` on {res['machine']['cpus']} CPUs, {res['when']}:", "",
+        summary, "",
+        "Details, per-run numbers and the machine: [bench/RESULTS.md](bench/RESULTS.md). "
+        "Start-up ratios are wall-clock medians against `python -c \"import typer\"` in the "
+        "same environment; bulk rates are end to end, start-up included.",
+        end,
+    ])
+    before, rest = text.split(start, 1)
+    after = rest.split(end, 1)[1]
+    readme.write_text(before + section + after, encoding="utf-8")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="fewer runs, smaller files")
+    ap.add_argument("--runs", type=int, help="start-up runs per command [21; quick 7]")
+    ap.add_argument("--events", type=int, help="bulk enrollments [200000; quick 20000]")
+    ap.add_argument("--reps", type=int, help="bulk runs per sender [3; quick 1]")
+    ap.add_argument("--mem", type=int, nargs=2, metavar=("SMALL", "LARGE"),
+                    help="memory sizes [10000 1000000; quick 10000 100000]")
+    ap.add_argument("--only", choices=("startup", "bulk", "memory"), action="append",
+                    help="run only these parts (repeatable)")
+    ap.add_argument("--peer-venv", type=Path, default=DEFAULT_PEER_VENV)
+    ap.add_argument("--readme", action="store_true", help="also update README.md")
+    ap.add_argument("--no-write", action="store_true", help="print only")
+    args = ap.parse_args()
+    q = args.quick
+    runs = args.runs or (7 if q else 21)
+    events = args.events or (20_000 if q else 200_000)
+    reps = args.reps or (1 if q else 3)
+    small, large = args.mem or ((10_000, 100_000) if q else (10_000, 1_000_000))
+    parts = set(args.only or ("startup", "bulk", "memory"))
+
+    res: dict[str, Any] = {
+        "command": " ".join(["python bench/run.py", *sys.argv[1:]]),
+        "when": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": machine(), "versions": versions(),
+    }
+    load0 = os.getloadavg()[0]
+    with tempfile.TemporaryDirectory(prefix="avsb-bench-") as tmpdir:
+        tmp = Path(tmpdir)
+        if "startup" in parts:
+            res["startup"] = startup(runs, tmp)
+        if "bulk" in parts:
+            res["bulk"] = bulk(events, reps, args.peer_venv, tmp)
+        if "memory" in parts:
+            res["memory"] = memory(small, large, tmp)
+    res["load"] = (load0, os.getloadavg()[0])
+    full, summary = render(res)
+    print(full)
+    if not args.no_write:
+        (BENCH / "RESULTS.md").write_text(full + "\n", encoding="utf-8")
+        (BENCH / "results").mkdir(exist_ok=True)
+        (BENCH / "results" / "latest.json").write_text(json.dumps(res, indent=2) + "\n")
+        if args.readme:
+            update_readme(res, summary)
+
+
+if __name__ == "__main__":
+    main()
