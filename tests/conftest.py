@@ -28,6 +28,14 @@ from avsb_cli.cli import app  # noqa: E402
 from tests.support.fakesegment import FakeSegment  # noqa: E402
 from tests.support.memkeyring import MemoryKeyring  # noqa: E402
 
+# CI runs the same generated inputs every time (a red CI must be reproducible);
+# local runs explore new ones.
+from hypothesis import settings as _hypothesis_settings  # noqa: E402
+
+_hypothesis_settings.register_profile("ci", derandomize=True, database=None, print_blob=True)
+if os.environ.get("CI"):
+    _hypothesis_settings.load_profile("ci")
+
 # A made-up key of the usual shape; tests scan all output for it.
 KEY = "Zq7Xk2LmP9vR4tYw8NcB3hJd6FgS5aQe"
 KEY2 = "Hn4Vb8Mc2Xz6Lk9Pq3Wr7Ts5Yu1Io0Ea"

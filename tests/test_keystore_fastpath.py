@@ -87,7 +87,8 @@ def test_status_reads_the_key_without_importing_keyring(ss_env):
                                                                       "…" + KEY[-4:])
     assert doc["key_changed_outside_avsb"] is False
     imported = {line.split("|")[-1].strip() for line in proc.stderr.splitlines()}
-    assert "secretstorage" in imported and "keyring" not in imported
+    assert "jeepney" in imported and "keyring" not in imported
+    assert "secretstorage" not in imported and "cryptography" not in imported
     assert KEY not in proc.stdout + proc.stderr
 
 
