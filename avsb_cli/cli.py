@@ -555,20 +555,8 @@ def segment_validate(
     _validate(project, region, send_event, timeout, json, quiet)
 
 
-@integration_segment_app.command("validate")
-def integration_segment_validate(
-    region: ValidateRegionOpt = None,
-    send_event: SendEventOpt = False,
-    timeout: TimeoutOpt = None,
-    project: ProjectOpt = "default",
-    json: JsonOpt = False,
-    quiet: QuietOpt = False,
-) -> None:
-    """Same as 'avsb segment validate'.
-
-    Example: avsb integrations segment validate --project shop
-    """
-    _validate(project, region, send_event, timeout, json, quiet)
+# The same command under the integration, where people look for it first.
+integration_segment_app.command("validate")(segment_validate)
 
 
 # segment test-event ---------------------------------------------------------------

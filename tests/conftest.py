@@ -23,14 +23,14 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+# CI runs the same generated inputs every time (a red CI must be reproducible);
+# local runs explore new ones.
+from hypothesis import settings as _hypothesis_settings  # noqa: E402
+
 from avsb_cli import keystore  # noqa: E402
 from avsb_cli.cli import app  # noqa: E402
 from tests.support.fakesegment import FakeSegment  # noqa: E402
 from tests.support.memkeyring import MemoryKeyring  # noqa: E402
-
-# CI runs the same generated inputs every time (a red CI must be reproducible);
-# local runs explore new ones.
-from hypothesis import settings as _hypothesis_settings  # noqa: E402
 
 _hypothesis_settings.register_profile("ci", derandomize=True, database=None, print_blob=True)
 if os.environ.get("CI"):
