@@ -94,6 +94,18 @@ def _interactive(no_input: bool) -> bool:
 class AvsbGroup(TyperGroup):
     """The root group: catches AvsbError once, and makes usage errors one line."""
 
+    def list_commands(self, ctx: Any) -> list[str]:
+        return sorted({*super().list_commands(ctx), *LAZY_GROUPS})
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        if cmd_name in LAZY_GROUPS and cmd_name not in self.commands:
+            from typer.main import get_command as build
+
+            group = build(LAZY_GROUPS[cmd_name])
+            group.name = cmd_name
+            self.add_command(group, cmd_name)
+        return super().get_command(ctx, cmd_name)
+
     def main(self, args: Any = None, prog_name: Any = None, complete_var: Any = None,
              standalone_mode: bool = True, **extra: Any) -> Any:
         argv = list(sys.argv[1:] if args is None else args)
@@ -213,17 +225,22 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 integrations_app = typer.Typer(
-    help="Turn A vs B's integrations on and off, per project.", no_args_is_help=True
+    help="Turn A vs B's integrations on and off, per project.", no_args_is_help=True,
+    rich_markup_mode=None, add_completion=False,
 )
 integration_segment_app = typer.Typer(
-    help="The Segment integration: enable, disable, status, validate.", no_args_is_help=True
+    help="The Segment integration: enable, disable, status, validate.", no_args_is_help=True,
+    rich_markup_mode=None, add_completion=False,
 )
 segment_app = typer.Typer(
-    help="Talk to Segment: send test events, validate the key, backfill.", no_args_is_help=True
+    help="Talk to Segment: send test events, validate the key, backfill.", no_args_is_help=True,
+    rich_markup_mode=None, add_completion=False,
 )
-app.add_typer(integrations_app, name="integrations")
 integrations_app.add_typer(integration_segment_app, name="segment")
-app.add_typer(segment_app, name="segment")
+# The root's sub-groups are built when first named (AvsbGroup.get_command), not
+# on every start: typer turns each command's signature into click parameters,
+# about 10 ms for all of them, and --version or a Tab needs one branch at most.
+LAZY_GROUPS = {"integrations": integrations_app, "segment": segment_app}
 
 
 @app.callback()

@@ -8,7 +8,6 @@ honours NO_COLOR, TERM=dumb and non-terminals (no colour, no markup codes).
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -36,6 +35,8 @@ class Output:
 
     # Machine output -------------------------------------------------------
     def document(self, doc: Any) -> None:
+        import json  # only JSON mode pays for it (status: bench/)
+
         text = json.dumps(doc, indent=2, ensure_ascii=False, default=str)
         sys.stdout.write(redact(text) + "\n")
         sys.stdout.flush()

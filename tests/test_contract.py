@@ -18,6 +18,7 @@ import keyring
 import keyring.backends.fail
 import pytest
 import typer.main
+from typer._click import Context
 
 from avsb_cli import keystore
 from avsb_cli.cli import app
@@ -376,10 +377,12 @@ def _leaf_commands():  # type: ignore[no-untyped-def]
     root = typer.main.get_command(app)
 
     def walk(cmd, path):  # type: ignore[no-untyped-def]
-        subs = getattr(cmd, "commands", None)
-        if subs:
-            for name, sub in subs.items():
-                yield from walk(sub, (*path, name))
+        # Through click's API, not .commands: the root builds its groups lazily.
+        ctx = Context(cmd)
+        names = cmd.list_commands(ctx) if hasattr(cmd, "list_commands") else []
+        if names:
+            for name in names:
+                yield from walk(cmd.get_command(ctx, name), (*path, name))
         else:
             yield path, cmd
 
