@@ -367,7 +367,7 @@ def versions() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
     found = {}
-    for name in ("avsb", "typer", "rich", "httpx", "keyring", "secretstorage"):
+    for name in ("avsb", "typer", "rich", "httpx", "keyring", "jeepney"):
         try:
             found[name] = version(name)
         except PackageNotFoundError:
@@ -471,8 +471,7 @@ def notes(res: dict[str, Any]) -> list[str]:
     status = res.get("startup", {}).get("rows", {}).get("avsb integrations segment status")
     if status and status["ratio"] > 2.0:
         out.append("- status: on top of typer's start it reads the key from the Secret "
-                   "Service (secretstorage: importing cryptography and opening an encrypted "
-                   "session, about 70 ms on the machine above; keyring itself would cost about "
+                   "Service over D-Bus (jeepney, about 25 ms; keyring itself would cost about "
                    "185 ms) and draws its table with Rich (about 55 ms). `--json` skips Rich.")
     b = res.get("bulk")
     if b and b.get("limit") and b["avsb"] / b["limit"] < 0.7:
