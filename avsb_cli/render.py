@@ -24,7 +24,9 @@ def _console(stderr: bool = False) -> Any:
     # Rich's own NO_COLOR handling drops colours but keeps bold and italic
     # escapes; NO_COLOR here means plain text, like TERM=dumb and pipes.
     plain = os.environ.get("NO_COLOR", "") != ""
-    return Console(stderr=stderr, highlight=False, soft_wrap=False,
+    # No markup or emoji codes: values come from users and Segment, and
+    # "[b]" or ":x:" in an experiment name must print as typed.
+    return Console(stderr=stderr, highlight=False, soft_wrap=False, markup=False, emoji=False,
                    **({"color_system": None} if plain else {}))
 
 

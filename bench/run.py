@@ -37,7 +37,6 @@ import json
 import os
 import platform
 import resource
-import shutil
 import statistics
 import subprocess
 import sys
@@ -124,30 +123,15 @@ def median_ms(values: list[float]) -> float:
 @contextlib.contextmanager
 def secret_service(tmp: Path) -> Iterator[dict[str, str] | None]:
     """A private D-Bus with an unlocked gnome-keyring, as the tests' fixture."""
-    missing = [t for t in ("dbus-daemon", "gnome-keyring-daemon") if shutil.which(t) is None]
+    from tests.support.secretservice import missing_tools, private_secret_service
+
+    missing = missing_tools()
     if missing:
         say(f"no Secret Service: {', '.join(missing)} not installed; status is skipped")
         yield None
         return
-    home = tmp / "ss-home"
-    (home / "run").mkdir(parents=True, mode=0o700)
-    env = {"HOME": str(home), "XDG_DATA_HOME": str(home / "data"),
-           "XDG_CONFIG_HOME": str(home / "config"), "XDG_RUNTIME_DIR": str(home / "run"),
-           "PATH": os.environ.get("PATH", "")}
-    bus = subprocess.Popen(
-        ["dbus-daemon", "--session", "--nofork", "--print-address=1", "--nopidfile"],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, text=True,
-    )
-    try:
-        assert bus.stdout is not None
-        env["DBUS_SESSION_BUS_ADDRESS"] = bus.stdout.readline().strip()
-        subprocess.run(["gnome-keyring-daemon", "--unlock", "--components=secrets"],
-                       input="bench-password", env=env, capture_output=True, text=True,
-                       timeout=30, check=True)
+    with private_secret_service(tmp / "ss-home", "bench-password") as env:
         yield env
-    finally:
-        bus.terminate()
-        bus.wait(timeout=10)
 
 
 # 1. Start-up ------------------------------------------------------------------------

@@ -217,35 +217,13 @@ def secret_service(tmp_path_factory):
     Skipped where gnome-keyring or dbus is missing, unless
     AVSB_REQUIRE_SECRET_SERVICE=1 (CI), where it fails instead.
     """
-    import shutil
-    import subprocess
+    from tests.support.secretservice import missing_tools, private_secret_service
 
-    tools = ("dbus-daemon", "gnome-keyring-daemon", "secret-tool")
-    missing = [t for t in tools if shutil.which(t) is None]
+    missing = missing_tools(("secret-tool",))
     if missing:
         msg = f"no Secret Service here: {', '.join(missing)} not installed"
         if _required("AVSB_REQUIRE_SECRET_SERVICE"):
             pytest.fail(msg)
         pytest.skip(msg)
-    home = tmp_path_factory.mktemp("ss-home")
-    (home / "run").mkdir(mode=0o700)
-    env = {
-        "HOME": str(home),
-        "XDG_DATA_HOME": str(home / "data"),
-        "XDG_RUNTIME_DIR": str(home / "run"),
-        "PATH": os.environ.get("PATH", ""),
-    }
-    bus = subprocess.Popen(
-        ["dbus-daemon", "--session", "--nofork", "--print-address=1", "--nopidfile"],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, text=True,
-    )
-    assert bus.stdout is not None
-    env["DBUS_SESSION_BUS_ADDRESS"] = bus.stdout.readline().strip()
-    subprocess.run(
-        ["gnome-keyring-daemon", "--unlock", "--components=secrets"],
-        input="test-password", env=env, capture_output=True, text=True, timeout=20, check=True,
-    )
-    yield env
-    bus.terminate()
-    bus.wait(timeout=10)
-    bus.stdout.close()  # else an unclosed-file warning, an error under filterwarnings=error
+    with private_secret_service(tmp_path_factory.mktemp("ss-home")) as env:
+        yield env

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 
@@ -134,35 +133,19 @@ def test_secret_service_backend_without_a_bus(config_dir):
 @pytest.fixture
 def locked_secret_service(tmp_path):
     """A private gnome-keyring whose default collection is locked (no display to unlock)."""
-    if any(shutil.which(t) is None for t in ("dbus-daemon", "gnome-keyring-daemon")):
+    from tests.support.secretservice import missing_tools, private_secret_service
+
+    if missing_tools():
         if os.environ.get("AVSB_REQUIRE_SECRET_SERVICE", "") not in ("", "0"):
             pytest.fail("gnome-keyring or dbus not installed")
         pytest.skip("gnome-keyring or dbus not installed")
-    home = tmp_path / "locked-home"
-    (home / "run").mkdir(parents=True, mode=0o700)
-    env = {"HOME": str(home), "XDG_DATA_HOME": str(home / "data"),
-           "XDG_RUNTIME_DIR": str(home / "run"), "PATH": os.environ.get("PATH", "")}
-    env.pop("DISPLAY", None)
-    bus = subprocess.Popen(
-        ["dbus-daemon", "--session", "--nofork", "--print-address=1", "--nopidfile"],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, text=True,
-    )
-    try:
-        assert bus.stdout is not None
-        env["DBUS_SESSION_BUS_ADDRESS"] = bus.stdout.readline().strip()
-        subprocess.run(["gnome-keyring-daemon", "--unlock", "--components=secrets"],
-                       input=b"pw", env=env, capture_output=True, timeout=20, check=True)
+    with private_secret_service(tmp_path / "locked-home", "pw") as env:
         lock = ("import secretstorage; c = secretstorage.dbus_init(); "
                 "col = secretstorage.get_default_collection(c); col.lock(); "
                 "assert col.is_locked()")
         subprocess.run([sys.executable, "-c", lock], env=env, check=True, timeout=30,
                        capture_output=True)
         yield env
-    finally:
-        bus.terminate()
-        bus.wait(timeout=10)
-        if bus.stdout is not None:
-            bus.stdout.close()
 
 
 def test_locked_collection_is_exit_4(locked_secret_service, config_dir):

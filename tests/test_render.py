@@ -1,0 +1,21 @@
+"""Rendering prints values as typed: no Rich markup, no emoji codes."""
+
+from avsb_cli import render
+
+
+def test_values_and_titles_print_literally(capsys):
+    out = render.Output()
+    out.table("title [b]x[/b] :smile:", ["col"], [["[red]v[/red] :+1:"]])
+    out.fields("fields [i]t[/i]", [("name", "[link=x]y[/link] :warning:")])
+    text = capsys.readouterr().out
+    # (A table's title wraps at the table's width, so its pieces are checked.)
+    for literal in ("title [b]x[/b]", ":smile:", "[red]v[/red] :+1:", "fields [i]t[/i]",
+                    "[link=x]y[/link] :warning:"):
+        assert literal in text
+    assert "\x1b[" not in text  # NO_COLOR and a pipe: plain text
+
+
+def test_quiet_and_json_modes_print_no_tables(capsys):
+    render.Output(quiet=True).fields("t", [("a", "b")])
+    render.Output(json_mode=True).table("t", ["a"], [["b"]])
+    assert capsys.readouterr().out == ""
