@@ -437,10 +437,18 @@ def segment_enable(
 
         seg = ConfigStore.segment_of(ConfigStore().load(), project)
         store_has_key = seg.get("key_storage", "none") != "none"
-    key, source = _read_key(
-        write_key, write_key_stdin, write_key_file,
-        _interactive(no_input) and not auto_detect and not store_has_key,
-    )
+    prompt = _interactive(no_input) and not auto_detect and not store_has_key
+    if prompt and not insecure_storage:
+        # Before anyone types a secret: is there somewhere to keep it?
+        from avsb_cli import keystore
+        from avsb_cli.errors import KeyringUnavailableError
+
+        try:
+            keystore.backend()
+        except KeyringUnavailableError as exc:
+            exc.hint = f"{exc.hint}; or --auto-detect to use no key"
+            raise
+    key, source = _read_key(write_key, write_key_stdin, write_key_file, prompt)
     if source == "--write-key":
         out.warn("--write-key leaves the key in shell history; prefer --write-key-stdin")
     doc = integration.enable(

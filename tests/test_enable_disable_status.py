@@ -274,6 +274,27 @@ def test_prompt_refuses_bad_key_and_stores_nothing(avsb, memory_keyring, config_
     assert memory_keyring.items == {} and config_bytes(config_dir) is None
 
 
+def test_no_keyring_is_said_before_the_prompt_asks_for_a_secret(avsb, config_dir,
+                                                                monkeypatch):
+    import keyring
+    from keyring.backends import fail
+
+    from avsb_cli import keystore
+
+    monkeypatch.setattr(cli_mod, "_interactive", lambda no_input: not no_input)
+    keyring.set_keyring(fail.Keyring())
+    keystore.reset()
+    r = avsb(*ENABLE, input=KEY + "\n")
+    assert r.exit_code == ExitCode.KEYRING_UNAVAILABLE
+    assert "Segment write key" not in r.output  # never asked
+    assert "--auto-detect" in r.stderr and "--insecure-storage" in r.stderr
+    assert config_bytes(config_dir) is None
+    # --insecure-storage needs no keyring: the prompt is shown and the key kept in the file.
+    r = avsb(*ENABLE, "--insecure-storage", input=KEY + "\n")
+    assert r.exit_code == 0, r.output
+    assert "Segment write key" in r.stderr
+
+
 def test_no_input_never_prompts(avsb, memory_keyring, monkeypatch):
     monkeypatch.setattr(cli_mod, "_interactive", lambda no_input: not no_input)
     r = avsb(*ENABLE, "--no-input", input=KEY + "\n")
