@@ -131,7 +131,8 @@ def read_jsonl(stream: IO[bytes]) -> Iterator[Row]:
             try:
                 rec = json.loads(line)
             except ValueError as exc:
-                msg = getattr(exc, "msg", "invalid")
+                # json's own messages may end in "at" ("Invalid control character at").
+                msg = getattr(exc, "msg", "invalid").removesuffix(" at")
                 col = getattr(exc, "colno", None)
                 yield line_no, None, f"not valid JSON ({msg}" + (
                     f" at column {col})" if col else ")")
@@ -816,9 +817,12 @@ def outcome_error(doc: dict[str, Any]) -> AvsbError | None:
             hint="fix the line and send the file again; Segment deduplicates what was sent",
         )
     if doc["skipped"]:
+        lines = "bad line" if doc["skipped"] == 1 else "bad lines"
+        events = "event was" if doc["valid"] == 1 else "events were"
         return InputError(
-            f"{doc['skipped']:,} bad lines skipped; the other {doc['valid']:,} events were "
+            f"{doc['skipped']:,} {lines} skipped; the other {doc['valid']:,} {events} "
             + ("checked" if doc["dry_run"] else "sent"),
-            hint="fix them and send the file again; Segment deduplicates what was sent",
+            hint="fix them and check the file again" if doc["dry_run"] else
+            "fix them and send the file again; Segment deduplicates what was sent",
         )
     return None

@@ -568,3 +568,17 @@ def test_a_failing_progress_display_does_not_count_delivered_events_as_failed(en
     doc = backfill.send("default", str(write_jsonl(tmp_path / "e.jsonl", range(5))),
                         progress=broken)
     assert (doc["sent"], doc["failed"], doc["failed_file"]) == (5, 0, None)
+
+
+def test_messages_read_well_for_one_bad_line(cli, segment, tmp_path):
+    good = {"experiment_id": "e1", "experiment_name": "E", "variation_id": "v",
+            "variation_name": "V", "user_id": "u1", "timestamp": "2024-05-01T12:00:00Z"}
+    f = tmp_path / "one-bad.jsonl"
+    f.write_text(json.dumps(good) + '\n{"bad\tjson"}\n')
+    r = cli("segment", "send", str(f), env={"AVSB_SEGMENT_WRITE_KEY": KEY})
+    assert r.exit_code == 8, r.output
+    assert "1 bad line skipped; the other 1 event was sent" in r.stderr
+    assert "at at" not in r.stderr and "line 2: not valid JSON" in r.stderr
+    r = cli("segment", "send", str(f), "--dry-run", env={"AVSB_SEGMENT_WRITE_KEY": KEY})
+    assert "the other 1 event was checked" in r.stderr
+    assert "check the file again" in r.stderr and "deduplicates" not in r.stderr
