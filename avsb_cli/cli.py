@@ -19,10 +19,8 @@ import typer
 from typer.core import TyperGroup
 
 from avsb_cli import __version__
+from avsb_cli.completion import COMPLETE_VAR, PROG
 from avsb_cli.errors import AvsbError, ExitCode, InputError, Interrupted, UsageError
-
-PROG = "avsb"
-COMPLETE_VAR = "_AVSB_COMPLETE"
 
 
 class Region(str, Enum):
@@ -82,6 +80,15 @@ def _start(project: str, json_mode: bool, quiet: bool) -> Any:
     out = render.use(json_mode=json_mode, quiet=quiet)
     check_project(project)
     return out
+
+
+def _raise_after_document(err: AvsbError, quiet: bool) -> None:
+    """Fail with ``err`` once the command's own document or table is out: the
+    error is the one-line stderr summary, and --json gets no second document."""
+    from avsb_cli import render
+
+    render.use(json_mode=False, quiet=quiet)
+    raise err
 
 
 def _interactive(no_input: bool) -> bool:
@@ -537,11 +544,7 @@ def _validate(project: str, region: Region | None, send_event: bool, timeout: fl
         )
     err = integration.checks_error(doc["checks"], "validation failed")
     if err:
-        if json:  # the document above already says it all
-            from avsb_cli import render
-
-            render.use(json_mode=False, quiet=quiet)
-        raise err
+        _raise_after_document(err, quiet)
     if event is not None:
         out.line(f"All checks passed. Test event {doc['message_id']} sent as "
                  f"anonymousId {doc['anonymous_id']}.")
@@ -711,8 +714,7 @@ def segment_send(
                    backfill.summary_rows(doc))
     err = backfill.outcome_error(doc)
     if err:
-        render.use(json_mode=False, quiet=quiet)  # under --json the document says it all
-        raise err
+        _raise_after_document(err, quiet)
 
 
 # completion -----------------------------------------------------------------------

@@ -267,7 +267,3 @@ class ConfigStore:
         if not isinstance(seg, dict):
             raise ConfigError(f"'projects.{project}.segment' in the config file is not a table")
         return seg
-
-    def project_names(self) -> list[str]:
-        projects = self.load().get("projects")
-        return sorted(projects) if isinstance(projects, dict) else []

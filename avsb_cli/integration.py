@@ -16,7 +16,6 @@ from avsb_cli import endpoints, writekey
 from avsb_cli.config import ConfigStore
 from avsb_cli.errors import (
     AvsbError,
-    KeyringUnavailableError,
     NotConfiguredError,
     UsageError,
     ValidationFailedError,
@@ -168,7 +167,7 @@ def enable(
     with deferred_interrupt():
         undo = None
         if key:
-            undo = _store_key(project, key, insecure_storage, storage, keystore)
+            undo = _store_key(project, key, insecure_storage, keystore)
             storage = "file" if insecure_storage else "keyring"
         elif auto_detect:
             undo = _forget_key_undoable(project, storage, keystore)[1]
@@ -194,12 +193,7 @@ def enable(
             seg["endpoint"] = new_endpoint
             seg["updated_at"] = stamp
 
-        try:
-            store.update(change)
-        except BaseException:
-            if undo:
-                undo()
-            raise
+        _update_or_undo(store, change, undo)
         if key and old_storage not in ("none", storage):
             # The key moved between keyring and file: the old copy would
             # outlive --forget-key. Best effort: the keyring may be why it moved.
@@ -208,31 +202,54 @@ def enable(
     return status(project, store=store, keystore=keystore)
 
 
-def _store_key(
-    project: str, key: str, insecure: bool, old_storage: str, keystore: Any
-) -> Any:
-    """Store ``key``; return a function that puts back what was there before."""
+def _update_or_undo(store: ConfigStore, change: Any, undo: Any) -> None:
+    """Write the config; if that fails, put the key store back as it was."""
+    try:
+        store.update(change)
+    except BaseException:
+        if undo:
+            undo()
+        raise
+
+
+def _stored_key(project: str, storage: str, keystore: Any) -> str | None:
     from avsb_cli.keystore import FileKeyStore
 
-    if insecure:
-        files = FileKeyStore()
-        old = files.get(project)
-        files.set(project, key)
-        return lambda: files.set(project, old) if old else files.delete(project)
-    try:
-        old = keystore.get_key(project)
-    except KeyringUnavailableError:
-        raise
-    keystore.set_key(project, key)
+    if storage == "file":
+        return FileKeyStore().get(project)
+    if storage == "keyring":
+        return keystore.get_key(project)
+    return None
+
+
+def _restorer(project: str, storage: str, old: str | None, keystore: Any) -> Any:
+    """A function that puts ``old`` back in ``storage`` (or removes the key if
+    there was none), best effort: it runs while another error is on its way."""
+    from avsb_cli.keystore import FileKeyStore
 
     def undo() -> None:
         with contextlib.suppress(AvsbError):
-            if old:
-                keystore.set_key(project, old)
+            if not old:
+                _forget_key(project, storage, keystore)
+            elif storage == "file":
+                FileKeyStore().set(project, old)
             else:
-                keystore.delete_key(project)
+                keystore.set_key(project, old)
 
     return undo
+
+
+def _store_key(project: str, key: str, insecure: bool, keystore: Any) -> Any:
+    """Store ``key``; return a function that puts back what was there before."""
+    from avsb_cli.keystore import FileKeyStore
+
+    storage = "file" if insecure else "keyring"
+    old = _stored_key(project, storage, keystore)
+    if insecure:
+        FileKeyStore().set(project, key)
+    else:
+        keystore.set_key(project, key)
+    return _restorer(project, storage, old, keystore)
 
 
 def _forget_key(project: str, storage: str, keystore: Any) -> bool:
@@ -248,23 +265,9 @@ def _forget_key(project: str, storage: str, keystore: Any) -> bool:
 def _forget_key_undoable(project: str, storage: str, keystore: Any) -> tuple[bool, Any]:
     """Delete the key; also return a function that puts it back, for when the
     config write that must follow fails (else the key is gone, config says keyring)."""
-    from avsb_cli.keystore import FileKeyStore
-
-    old = None
-    if storage == "file":
-        old = FileKeyStore().get(project)
-    elif storage == "keyring":
-        old = keystore.get_key(project)
+    old = _stored_key(project, storage, keystore)
     deleted = _forget_key(project, storage, keystore)
-
-    def undo() -> None:
-        with contextlib.suppress(AvsbError):
-            if storage == "file":
-                FileKeyStore().set(project, old)
-            else:
-                keystore.set_key(project, old)
-
-    return deleted, undo if old else None
+    return deleted, _restorer(project, storage, old, keystore) if old else None
 
 
 def disable(
@@ -301,12 +304,7 @@ def disable(
                     seg.pop("validation", None)
                 seg["updated_at"] = stamp
 
-            try:
-                store.update(change)
-            except BaseException:
-                if undo:
-                    undo()
-                raise
+            _update_or_undo(store, change, undo)
     doc = status(project, store=store, keystore=keystore)
     doc["key_forgotten"] = forgot
     return doc
@@ -412,7 +410,7 @@ def validate(
     problem: str | AvsbError | None = None
     try:
         resolved = writekey.resolve(project, seg, keystore=keystore)
-    except AvsbError as exc:  # a malformed AVSB_SEGMENT_WRITE_KEY
+    except AvsbError as exc:  # an unreadable key store (a corrupt secrets.toml)
         resolved, problem = None, exc
     if resolved is not None:
         key = resolved.key

@@ -54,8 +54,14 @@ def _timeout() -> float:
     return min(max(0.1, value), 86400.0)
 
 
-def _unavailable(reason: str) -> KeyringUnavailableError:
-    return KeyringUnavailableError(f"no usable OS keyring: {reason}", hint=WAYS_OUT)
+class _KeyringTimeout(KeyringUnavailableError):
+    """The keyring did not answer in time: final, no fallback will do better."""
+
+
+def _unavailable(
+    reason: str, cls: type[KeyringUnavailableError] = KeyringUnavailableError
+) -> KeyringUnavailableError:
+    return cls(f"no usable OS keyring: {reason}", hint=WAYS_OUT)
 
 
 def _bounded(what: str, fn: Callable[[], T]) -> T:
@@ -75,7 +81,8 @@ def _bounded(what: str, fn: Callable[[], T]) -> T:
     if worker.is_alive():
         raise _unavailable(
             f"the keyring did not answer within {timeout:g}s "
-            "(a locked collection waiting for an unlock prompt?)"
+            "(a locked collection waiting for an unlock prompt?)",
+            _KeyringTimeout,
         )
     if "error" in result:
         exc = result["error"]
@@ -207,9 +214,9 @@ def secret_service_lookup(project: str) -> str | None:
 
     try:
         return _bounded("reading the key", lookup)
-    except KeyringUnavailableError as exc:
-        if "did not answer" in exc.message:
-            raise
+    except _KeyringTimeout:
+        raise
+    except KeyringUnavailableError:
         return None
 
 

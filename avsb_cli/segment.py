@@ -369,9 +369,10 @@ def request(
 
 
 def now_iso() -> str:
-    from datetime import UTC, datetime
+    """UTC now for timestamp and sentAt (a seam tests replace)."""
+    from avsb_cli.config import now
 
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return now()
 
 
 def library_context() -> dict[str, Any]:
