@@ -172,6 +172,24 @@ def cli():
     return run
 
 
+def one_error_line(run: Run, code: int) -> str:
+    """Assert exit ``code`` and exactly one error line on stderr; return it."""
+    assert run.exit_code == code, run.output
+    lines = [ln for ln in run.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1, run.stderr
+    assert lines[0].startswith("avsb: error: ")
+    assert "Traceback" not in run.output
+    return lines[0]
+
+
+@pytest.fixture
+def enabled(cli, segment):
+    """The default project enabled with KEY in the keyring; yields the fake Segment."""
+    r = cli("integrations", "segment", "enable", "--write-key-stdin", input=KEY)
+    assert r.exit_code == 0, r.output
+    return segment
+
+
 @pytest.fixture
 def segment(monkeypatch):
     """A fake Segment (tracking API and settings CDN) on 127.0.0.1, wired in by env."""

@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 
 from avsb_cli.errors import ExitCode
 from avsb_cli.writekey import fingerprint
-from tests.conftest import KEY, KEY2, ROOT, avsb_env
+from tests.conftest import KEY, KEY2, ROOT, avsb_env, one_error_line
 
 ENABLE = ("integrations", "segment", "enable")
 DISABLE = ("integrations", "segment", "disable")
@@ -33,12 +33,6 @@ STATUS = ("integrations", "segment", "status")
 ITEM = ("avsb", "segment:default")
 
 
-def one_error_line(run, code: ExitCode) -> str:
-    assert run.exit_code == code, run.output
-    lines = [ln for ln in run.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1, run.stderr
-    assert lines[0].startswith("avsb: error: ") and "Traceback" not in run.output
-    return lines[0]
 
 
 # Valid TOML, wrong values -----------------------------------------------------------

@@ -19,7 +19,7 @@ import pytest
 
 from avsb_cli import keystore
 from avsb_cli.errors import ConfigError, ExitCode
-from tests.conftest import KEY, KEY2, avsb_env, run_avsb
+from tests.conftest import KEY, KEY2, avsb_env, one_error_line, run_avsb
 from tests.support.memkeyring import (
     HangingKeyring,
     LockedKeyring,
@@ -71,12 +71,6 @@ BROKEN = {
 }
 
 
-def one_error_line(run, code: ExitCode) -> str:
-    assert run.exit_code == code, run.output
-    lines = [ln for ln in run.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1, run.stderr
-    assert lines[0].startswith("avsb: error: ") and "Traceback" not in run.output
-    return lines[0]
 
 
 def broken_backend(name: str, memory: MemoryKeyring, hanging_kr=None):

@@ -14,7 +14,7 @@ import pytest
 
 from avsb_cli import segment as seg_mod
 from avsb_cli.errors import ExitCode, NetworkError
-from tests.conftest import KEY
+from tests.conftest import KEY, one_error_line
 from tests.support.fakesegment import FakeSegment, closed_port_url
 
 # A key check that Segment could not answer: a failed validation (5) or, as a
@@ -34,14 +34,6 @@ def keyed(monkeypatch, segment):
     return segment
 
 
-def one_error_line(run, code: ExitCode) -> str:
-    """Assert exit ``code`` and exactly one error line on stderr; return it."""
-    assert run.exit_code == code, run.output
-    lines = [ln for ln in run.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1, run.stderr
-    assert lines[0].startswith("avsb: error: ")
-    assert "Traceback" not in run.output
-    return lines[0]
 
 
 def message_ids(server: FakeSegment, path: str = "/v1/track") -> list[str]:

@@ -44,13 +44,6 @@ def write_jsonl(path: Path, recs: list[dict[str, object]] | range, *, bom: bool 
     return path
 
 
-@pytest.fixture
-def enabled(cli, segment):
-    r = cli("integrations", "segment", "enable", "--write-key-stdin", input=KEY)
-    assert r.exit_code == 0, r.output
-    return segment
-
-
 @pytest.fixture(autouse=True)
 def _quick_retries(monkeypatch, tmp_path):
     monkeypatch.setattr(segment.Policy, "delay", lambda self, retry: 0.01)

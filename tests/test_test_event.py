@@ -16,6 +16,7 @@ import pytest
 from avsb_cli import __version__
 from avsb_cli import segment as seg
 from avsb_cli.errors import ExitCode
+from tests import conftest
 from tests.conftest import KEY, KEY2
 from tests.support.fakesegment import FakeSegment, closed_port_url
 
@@ -34,23 +35,13 @@ def sleeps(monkeypatch):
     return waits
 
 
-@pytest.fixture
-def enabled(cli, segment):
-    r = cli("integrations", "segment", "enable", "--write-key-stdin", input=KEY)
-    assert r.exit_code == 0, r.output
-    return segment
-
-
 def event(*args, cli):
     return cli("segment", "test-event", *args)
 
 
 def one_error_line(r, code):
-    assert r.exit_code == code, r.output
-    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("avsb: error: "), r.stderr
-    assert "Traceback" not in r.output and KEY not in r.output
-    return lines[0]
+    assert KEY not in r.output
+    return conftest.one_error_line(r, code)
 
 
 def parse_utc(text: str) -> datetime:

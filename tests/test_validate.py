@@ -30,13 +30,6 @@ def no_waiting(monkeypatch):
     monkeypatch.setattr(seg, "_sleep", lambda s: None)
 
 
-@pytest.fixture
-def enabled(cli, segment):
-    r = cli(*ENABLE, "--write-key-stdin", input=KEY)
-    assert r.exit_code == 0, r.output
-    return segment
-
-
 def validate(cli, *args):
     return cli("segment", "validate", *args)
 
