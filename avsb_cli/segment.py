@@ -158,15 +158,24 @@ def _redact_http_logs() -> None:
 
 
 def build_client(
-    transport: httpx.BaseTransport | None = None, *, policy: Policy | None = None
+    transport: httpx.BaseTransport | None = None, *, policy: Policy | None = None,
+    tls: bool = True,
 ) -> httpx.Client:
+    """The one HTTP client. ``tls=False`` for a client that only talks plain
+    http (a local relay or test server): it skips loading the CA bundle, a
+    tenth of ``segment send``'s start, and any https request through it fails
+    certificate checks instead of going unverified."""
     policy = policy or Policy()
     _redact_http_logs()
+    if transport is not None:
+        verify: Any = True
+    else:
+        verify = _ssl_context() if tls else ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     return httpx.Client(
         transport=transport,
         headers={"User-Agent": USER_AGENT},
         timeout=httpx.Timeout(policy.read_timeout, connect=policy.connect_timeout),
-        verify=_ssl_context() if transport is None else True,
+        verify=verify,
         follow_redirects=False,
         # HTTPS_PROXY / NO_PROXY and SSL_CERT_FILE are honoured (corporate CI
         # needs them; httpx 0.28 reads no .netrc), but loopback always goes

@@ -13,7 +13,6 @@ import json
 import sys
 import threading
 import time
-import zlib
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -31,9 +30,7 @@ def build(path: str) -> tuple[list[bytes], int]:
     room = backfill.MAX_BATCH_BYTES - 64
 
     def close() -> None:
-        body = b'{"batch":[' + b",".join(batch) + b'],"sentAt":"2024-05-01T12:00:00.000Z"}'
-        gz = zlib.compressobj(backfill.GZIP_LEVEL, zlib.DEFLATED, 31)
-        bodies.append(gz.compress(body) + gz.flush())
+        bodies.append(backfill.gzip_batch(batch, "2024-05-01T12:00:00.000Z"))
 
     with open(path, "rb") as fh:
         for _, rec, problem in backfill.read_jsonl(fh):

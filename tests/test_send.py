@@ -441,15 +441,16 @@ def test_failed_file_must_not_be_the_input(cli, enabled, tmp_path):
 
 def test_ctrl_c_keeps_what_was_read_in_the_failed_file(enabled, tmp_path, monkeypatch):
     src = write_jsonl(tmp_path / "e.jsonl", range(10))
-    real = backfill.read_jsonl
+    five = b"".join(src.read_bytes().splitlines(keepends=True)[:5])
+    monkeypatch.setattr(backfill, "CHUNK_BYTES", len(five))  # a chunk is five lines
+    real = backfill.jsonl_chunks
 
     def interrupted(stream):  # type: ignore[no-untyped-def]
-        for n, row in enumerate(real(stream), 1):
-            if n > 5:
-                raise KeyboardInterrupt
-            yield row
+        chunks = real(stream)
+        yield next(chunks)
+        raise KeyboardInterrupt
 
-    monkeypatch.setattr(backfill, "read_jsonl", interrupted)
+    monkeypatch.setattr(backfill, "jsonl_chunks", interrupted)
     enabled.down("/v1/batch", status=503)
     with pytest.raises(Interrupted, match="interrupted at line 5") as info:
         backfill.send("default", str(src), failed_file=tmp_path / "f.jsonl")

@@ -1,0 +1,269 @@
+"""`segment send`'s fast path: JSON Lines a chunk at a time, built from columns.
+
+The reference is the line-by-line path (read_jsonl + MessageBuilder.build),
+which the rest of test_send.py pins down. Whatever the input, the chunked
+path must give the same messages, the same bad lines with the same numbers
+and messages, and the same count of records.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import ssl
+import zlib
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from avsb_cli import backfill, segment
+from tests.test_send import enrollment
+
+FIELDS = ["experiment_id", "experiment_name", "variation_id", "variation_name", "user_id",
+          "anonymous_id", "timestamp"]
+
+
+def reference(data: bytes, *, strict: bool = False) -> backfill.Part:
+    builder = backfill.MessageBuilder("proj")
+    return builder.rows(backfill.read_jsonl(io.BytesIO(data)), strict=strict)
+
+
+def chunked(data: bytes, *, strict: bool = False, stream: io.RawIOBase | None = None
+            ) -> backfill.Part:
+    builder = backfill.MessageBuilder("proj")
+    messages, problems, read = [], [], 0
+    for part in backfill.parts(stream or io.BytesIO(data), "jsonl", builder, strict=strict):
+        messages += part.messages
+        problems += part.problems
+        read += part.read
+        if strict and part.problems:
+            break
+    return backfill.Part(messages, problems, read, 0)
+
+
+def same(data: bytes, *, strict: bool = False) -> backfill.Part:
+    want, got = reference(data, strict=strict), chunked(data, strict=strict)
+    assert got.problems == want.problems
+    assert got.messages == want.messages
+    assert got.read == want.read
+    return got
+
+
+# Lines that stress the shortcut: every way a line can differ from its neighbours.
+text = st.sampled_from(["exp_1", "Exp 1", "Variation B", "user-7", "é", "\u00a0", "\u3000x",
+                        " ", "", " lead", "a\"b", "back\\slash", "tab\there", "snow☃", "x" * 40])
+stamp = st.sampled_from(["2024-05-01T12:00:00.000Z", "2024-12-31T23:59:59.999Z",
+                         "2024-02-30T12:00:00.000Z", "2024-05-01T24:00:00.000Z",
+                         "2024-05-01T12:00:00Z", "2024-05-01T14:00:00.000+02:00",
+                         "2024-05-01 12:00:00.000Z", "2024-05-01T12:00:00.000", "not a date",
+                         "2024-W01-1T12:00:00.000Z", "2024-05-01T12:00:60.000Z"])
+value = st.one_of(text, st.integers(-5, 10**6), st.none(), st.booleans(), st.just([1]))
+
+
+@st.composite
+def record_line(draw: st.DrawFn) -> bytes:
+    rec: dict[str, object] = {
+        "experiment_id": draw(st.sampled_from(["exp_1", "exp_2"])),
+        "experiment_name": draw(st.sampled_from(["Exp 1", "Exp 2"])),
+        "variation_id": draw(st.sampled_from(["var_a", "var_b"])),
+        "variation_name": draw(st.sampled_from(["A", "B"])),
+    }
+    ids = draw(st.sampled_from(["user", "anon", "both", "neither"]))
+    if ids in ("user", "both"):
+        rec["user_id"] = draw(st.sampled_from(["u1", "u2", "u3"]))
+    if ids in ("anon", "both"):
+        rec["anonymous_id"] = draw(st.sampled_from(["a1", "a2"]))
+    rec["timestamp"] = draw(st.sampled_from(["2024-05-01T12:00:00.000Z",
+                                             "2024-06-02T01:02:03.004Z"]))
+    for _ in range(draw(st.integers(0, 2))):  # odd values in some fields
+        rec[draw(st.sampled_from([*FIELDS, "source"]))] = draw(
+            stamp if draw(st.booleans()) else value)
+    keys = list(rec)
+    if draw(st.booleans()):
+        keys = draw(st.permutations(keys))
+    ordered = {k: rec[k] for k in keys}
+    seps = draw(st.sampled_from([(",", ":"), (", ", ": "), (" ,", " : ")]))
+    body = json.dumps(ordered, separators=seps, ensure_ascii=draw(st.booleans()))
+    if draw(st.integers(0, 9)) == 0:  # a duplicate key: JSON keeps the last
+        body = body[:-1] + seps[0] + '"user_id"' + seps[1] + '"dup"}'
+    pad = draw(st.sampled_from(["", "", " ", "\t"]))
+    end = draw(st.sampled_from(["\n", "\n", "\r\n"]))
+    return (pad + body + pad + end).encode()
+
+
+odd_line = st.sampled_from([b"\n", b"  \n", b"oops\n", b"[1, 2]\n", b"{\n", b"{}\n",
+                            b'{"a":1}{"b":2}\n', b"\xff\xfe\n", b'"text"\n', b"null\n",
+                            b'{"experiment_id":"e"}\n', b"\x0c\n", b"{\"a\":\"b\"}\r\r\n"])
+lines = st.lists(st.one_of(record_line(), record_line(), record_line(), odd_line),
+                 min_size=1, max_size=40)
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@given(lines=lines, chunk=st.integers(1, 400), bom=st.booleans(), newline=st.booleans(),
+       strict=st.booleans())
+def test_chunks_give_what_lines_read_alone_give(lines, chunk, bom, newline, strict):
+    data = (backfill.BOM if bom else b"") + b"".join(lines)
+    if not newline:
+        data = data.rstrip(b"\n")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(backfill, "CHUNK_BYTES", chunk)
+        same(data, strict=strict)
+
+
+@settings(max_examples=60, deadline=None)
+@given(lines=st.lists(record_line(), min_size=1, max_size=60))
+def test_records_alone_in_big_chunks_match_too(lines):
+    same(b"".join(lines))
+
+
+def test_a_clean_export_takes_the_column_path(monkeypatch):
+    """The shortcut is taken, not only correct: build() runs once per template."""
+    data = b"".join(json.dumps(enrollment(i)).encode() + b"\n" for i in range(3000))
+    calls = []
+    real = backfill.MessageBuilder.build
+    monkeypatch.setattr(backfill.MessageBuilder, "build",
+                        lambda self, rec: calls.append(1) or real(self, rec))
+    got = chunked(data)
+    assert len(got.messages) == 3000 and not got.problems
+    assert len(calls) <= 12  # 3 experiments x 2 variations x user/anonymous
+    monkeypatch.undo()
+    assert got.messages == reference(data).messages
+
+
+@pytest.mark.parametrize("line, change, error", [
+    (322, {"user_id": " "}, "no user_id or anonymous_id"),  # enrollment(321) has a user_id
+    (321, {"anonymous_id": ""}, "no user_id or anonymous_id"),  # enrollment(320) has not
+    (322, {"timestamp": "2024-02-30T12:00:00.000Z"}, "not a valid date"),
+    (322, {"timestamp": "2024-05-01T12:00:00Z"}, None),  # fine, normalised the slow way
+    (322, {"experiment_name": ""}, "no experiment_name"),
+])
+def test_one_odd_record_among_good_ones_keeps_its_line_number(line, change, error):
+    recs = [enrollment(i) for i in range(500)]
+    recs[line - 1] = enrollment(line - 1, **change)
+    data = b"".join(json.dumps(r).encode() + b"\n" for r in recs)
+    got = same(data)
+    if error is None:
+        assert not got.problems and len(got.messages) == 500
+        return
+    assert [n for n, _ in got.problems] == [line]
+    assert error in got.problems[0][1]
+    assert len(got.messages) == 499
+
+
+def test_non_ascii_ids_and_names_and_unicode_blank_ids():
+    recs = [enrollment(i, experiment_name="Expérience ☃", user_id=f"usér-{i}")
+            for i in range(300)]
+    recs[7].update(user_id="\u3000", anonymous_id="anon-7")  # blank to str, not to bytes
+    data = b"".join(json.dumps(r, ensure_ascii=False).encode() + b"\n" for r in recs)
+    got = same(data)
+    assert not got.problems and len(got.messages) == 300
+    eighth = json.loads(got.messages[7])  # the blank user_id counts as none
+    assert "userId" not in eighth and eighth["anonymousId"] == "anon-7"
+    assert json.loads(got.messages[8])["properties"]["experiment_name"] == "Expérience ☃"
+
+
+# Reading chunks ---------------------------------------------------------------------
+
+
+def test_chunks_end_at_newlines_and_count_lines(monkeypatch):
+    monkeypatch.setattr(backfill, "CHUNK_BYTES", 10)
+    data = b"aaaa\nbbbbbbbbbbbbbbbb\ncc\n\nlast"
+    got = list(backfill.jsonl_chunks(io.BytesIO(data)))
+    assert b"".join(c for _, _, c in got) == data
+    assert all(c.endswith(b"\n") for _, _, c in got[:-1]) and got[-1][2] == b"last"
+    starts = [done for done, _, _ in got]
+    assert starts == sorted(starts) and starts[0] == 0
+    assert sum(n for _, n, _ in got) == 5
+
+
+def test_a_line_longer_than_the_limit_is_skipped_without_reading_it_into_memory(monkeypatch):
+    monkeypatch.setattr(backfill, "MAX_LINE_BYTES", 300)
+    monkeypatch.setattr(backfill, "CHUNK_BYTES", 16)
+    good = json.dumps(enrollment(1)).encode() + b"\n"
+    assert len(good) < 300
+    data = good + b"x" * 5000 + b"\n" + good + b"y" * 350 + b"\n" + good
+    got = same(data)
+    assert [(n, e) for n, e in got.problems] == [(2, "longer than 0 MiB"), (4, "longer than 0 MiB")]
+    assert len(got.messages) == 3
+    held = max(len(c or b"") for _, _, c in backfill.jsonl_chunks(io.BytesIO(data)))
+    assert held <= 300 + 16 + 1
+
+
+class Trickle(io.RawIOBase):
+    """A pipe that hands over a few bytes at a time, as a slow producer does."""
+
+    def __init__(self, data: bytes, step: int) -> None:
+        self.data, self.step, self.pulled = data, step, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buf) -> int:  # type: ignore[no-untyped-def]
+        piece = self.data[self.pulled:self.pulled + min(self.step, len(buf))]
+        buf[: len(piece)] = piece
+        self.pulled += len(piece)
+        return len(piece)
+
+
+@pytest.mark.parametrize("step", [1, 2, 7, 4096])
+def test_a_trickling_pipe_with_a_bom_reads_the_same(step):
+    data = backfill.BOM + b"".join(json.dumps(enrollment(i)).encode() + b"\n"
+                                   for i in range(40))
+    got = chunked(data, stream=io.BufferedReader(Trickle(data, step), buffer_size=64))
+    want = reference(data)
+    assert got.messages == want.messages and not got.problems
+
+
+def test_chunks_are_read_lazily():
+    source = Trickle(b"".join(json.dumps(enrollment(i)).encode() + b"\n"
+                              for i in range(100_000)), 1 << 16)
+    first = next(backfill.parts(io.BufferedReader(source), "jsonl",
+                                backfill.MessageBuilder("p"), strict=False))
+    assert first.messages
+    assert source.pulled <= 3 * backfill.CHUNK_BYTES
+
+
+# Compressing and the client ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("count", [1, 127, 128, 129, 1000])
+def test_gzip_batch_is_the_batch_document(count):
+    messages = [b'{"n":%d}' % i for i in range(count)]
+    body = zlib.decompress(backfill.gzip_batch(messages, "2024-05-01T12:00:00.000Z"), 47)
+    assert json.loads(body) == {"batch": [{"n": i} for i in range(count)],
+                                "sentAt": "2024-05-01T12:00:00.000Z"}
+
+
+def test_gzip_batch_without_zlib_ng_is_the_same_document(monkeypatch):
+    messages = [json.dumps(enrollment(i)).encode() for i in range(300)]
+    fast = backfill.gzip_batch(messages, "T")
+    monkeypatch.setattr(backfill, "zlib", zlib)
+    plain = backfill.gzip_batch(messages, "T")
+    assert zlib.decompress(fast, 47) == zlib.decompress(plain, 47)
+
+
+def test_a_plain_http_client_skips_the_ca_bundle_and_fails_closed_on_https(monkeypatch):
+    loaded = []
+    monkeypatch.setattr(segment, "_ssl_context", lambda: loaded.append(1))
+    with segment.build_client(tls=False) as client:
+        ctx = client._transport._pool._ssl_context  # type: ignore[attr-defined]
+    assert loaded == []
+    # Nothing is trusted: an https request through it fails verification.
+    assert ctx.verify_mode == ssl.CERT_REQUIRED and ctx.check_hostname
+    assert ctx.cert_store_stats()["x509_ca"] == 0
+
+
+def test_send_to_an_http_endpoint_asks_for_a_plain_client(enabled, tmp_path, monkeypatch):
+    asked = []
+    real = segment.build_client
+
+    def spy(*args, **kwargs):  # type: ignore[no-untyped-def]
+        asked.append(kwargs.get("tls"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(segment, "build_client", spy)
+    src = tmp_path / "e.jsonl"
+    src.write_text(json.dumps(enrollment(1)) + "\n")
+    doc = backfill.send("default", str(src), failed_file=tmp_path / "f.jsonl")
+    assert doc["sent"] == 1 and asked == [False]
