@@ -23,27 +23,19 @@ from avsb_cli import backfill  # noqa: E402
 
 
 def build(path: str) -> tuple[list[bytes], int]:
-    builder = backfill.MessageBuilder("default")
+    """The gzip bodies ``avsb segment send`` would post for the file, and the event count."""
+    sent_at = "2024-05-01T12:00:00.000Z"
+    batcher = backfill.Batcher()
     bodies: list[bytes] = []
-    batch: list[bytes] = []
-    size = events = 0
-    room = backfill.MAX_BATCH_BYTES - 64
-
-    def close() -> None:
-        bodies.append(backfill.gzip_batch(batch, "2024-05-01T12:00:00.000Z"))
-
+    events = 0
     with open(path, "rb") as fh:
-        for _, rec, problem in backfill.read_jsonl(fh):
-            assert problem is None and rec is not None, problem
-            msg = builder.build(rec)
-            if batch and (size + len(msg) + 1 > room or len(batch) >= backfill.MAX_BATCH_EVENTS):
-                close()
-                batch, size = [], 0
-            batch.append(msg)
-            size += len(msg) + 1
-            events += 1
-    if batch:
-        close()
+        for part in backfill.parts(fh, "jsonl", backfill.MessageBuilder("default"),
+                                   strict=True):
+            assert not part.problems, part.problems
+            events += len(part.messages)
+            bodies += [backfill.gzip_batch(b, sent_at) for b in batcher.add(part.messages)]
+    if batch := batcher.rest():
+        bodies.append(backfill.gzip_batch(batch, sent_at))
     return bodies, events
 
 

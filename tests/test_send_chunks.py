@@ -224,6 +224,44 @@ def test_chunks_are_read_lazily():
     assert source.pulled <= 3 * backfill.CHUNK_BYTES
 
 
+def test_the_builders_sha256_is_sha256():
+    import hashlib
+
+    for data in (b"", b"proj\0exp\0var\0u:1\0" + b"x" * 200):
+        assert backfill._sha256(data).hexdigest() == hashlib.sha256(data).hexdigest()
+
+
+# Batching --------------------------------------------------------------------------
+
+
+def greedy(parts: list[list[bytes]], room: int, most: int) -> list[list[bytes]]:
+    """The plain loop Batcher must agree with."""
+    out, batch, size = [], [], 0
+    for msg in (m for part in parts for m in part):
+        if batch and (size + len(msg) + 1 > room or len(batch) >= most):
+            out.append(batch)
+            batch, size = [], 0
+        batch.append(msg)
+        size += len(msg) + 1
+    return out + ([batch] if batch else [])
+
+
+@settings(max_examples=300, deadline=None)
+@given(parts=st.lists(st.lists(st.integers(1, 120).map(lambda n: b"x" * n), max_size=30),
+                      max_size=8),
+       room=st.integers(1, 400), most=st.integers(1, 12))
+def test_batcher_cuts_where_a_message_at_a_time_would(parts, room, most):
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(backfill, "MAX_BATCH_BYTES", room + 64)
+        mp.setattr(backfill, "MAX_BATCH_EVENTS", most)
+        batcher = backfill.Batcher()
+        got = [batch for part in parts for batch in batcher.add(part)]
+        if rest := batcher.rest():
+            got.append(rest)
+    assert got == greedy(parts, room, most)
+    assert batcher.rest() == []
+
+
 # Compressing and the client ------------------------------------------------------------
 
 
