@@ -91,6 +91,8 @@ except ImportError:  # pragma: no cover - depends on the Python
     except ImportError:
         _sha256 = hashlib.sha256
 _first = operator.itemgetter(0)
+_U = b"u"
+_KINDS = {b"user_id": _U, b"anonymous_id": b"a"}
 _GZIP_HEADERS = {"Content-Type": "application/json", "Content-Encoding": "gzip"}
 
 
@@ -318,7 +320,7 @@ _BUILT = ("experiment_id", "experiment_name", "variation_id", "variation_name", 
           "anonymous_id", "timestamp")
 
 
-def columns(chunk: bytes, n: int) -> tuple[list[Any], bool] | None:
+def columns(chunk: bytes, n: int) -> Columns | None:
     """The seven fields of ``n`` JSON Lines as columns, or None to parse them one by one.
 
     Applies when every line is a flat object of plain strings (no escapes,
@@ -372,6 +374,7 @@ def columns(chunk: bytes, n: int) -> tuple[list[Any], bool] | None:
         taken |= names
     out: list[Any] = []
     spaced = False  # an id empty or starting with a space, which may be blank
+    shared = None
     for name in _BUILT:
         c = fixed.get(name)
         if c is None:
@@ -384,11 +387,34 @@ def columns(chunk: bytes, n: int) -> tuple[list[Any], bool] | None:
             spaced = spaced or min(values)[:1] <= b" "
         if name in fixed:
             out.append(values)
-        else:
-            want = name.encode()
-            keys = parts[4 * c + 1::q]
-            out.append([v if k == want else None for k, v in zip(keys, values, strict=True)])
-    return out, spaced
+            continue
+        keys = parts[4 * c + 1::q]
+        if name in IDS and {k.decode() for k in set(keys)} == set(IDS):
+            # user_id on some lines, anonymous_id on the others, in one place:
+            # left as it is for Columns.ids (unshare makes the two columns).
+            shared = (keys, values)
+            out.append(None)
+            continue
+        want = name.encode()
+        out.append([v if k == want else None for k, v in zip(keys, values, strict=True)])
+    return Columns(out, spaced, shared)
+
+
+class Columns(NamedTuple):
+    """What ``columns`` found: the seven fields, and two facts about the ids."""
+
+    fields: list[Any]  # user_id and anonymous_id are None when they are ``ids``
+    spaced: bool  # an id is empty or starts with a space (so may be blank)
+    ids: tuple[list[bytes], list[bytes]] | None  # (keys, values): both ids in one place
+
+    def unshare(self) -> list[Any]:
+        """The seven fields, user_id and anonymous_id as columns of their own."""
+        if self.ids is not None:
+            keys, values = self.ids
+            self.fields[4], self.fields[5] = (
+                [v if k == want else None for k, v in zip(keys, values, strict=True)]
+                for want in (b"user_id", b"anonymous_id"))
+        return self.fields
 
 
 # Placeholders for the per-record values of a cached message template.
@@ -573,8 +599,7 @@ class MessageBuilder:
         if found is None:
             return self.rows(read_jsonl(io.BytesIO(chunk), done), strict=strict,
                              last_line=done + n)
-        cols, spaced = found
-        stamps = cols[6]
+        stamps = found.fields[6]
         good_stamps = None not in stamps and bool(_ts_column(b"\n".join(stamps) + b"\n"))
         if good_stamps:
             days = self._days
@@ -582,10 +607,11 @@ class MessageBuilder:
             good_stamps = all(map(self._real_day, new))
         # A blank id counts as none (build), and the slow way sorts that out.
         # The columns hold no control characters, so an ASCII blank is spaces.
-        plain = chunk.isascii() and not spaced
+        plain = chunk.isascii() and not found.spaced
         checked = good_stamps and plain
-        if checked and (messages := self._whole(cols)) is not None:
+        if checked and (messages := self._whole(found)) is not None:
             return Part(messages, [], n, done + n)
+        cols = found.unshare()
         fast, project, sha, limit = self._fast, self._project, _sha256, self._max_bytes
         messages: list[bytes] = []
         problems: list[tuple[int, str]] = []
@@ -615,30 +641,38 @@ class MessageBuilder:
                     break
         return Part(messages, problems, len(messages) + len(problems), done + n)
 
-    def _whole(self, cols: list[Any]) -> list[bytes] | None:
+    def _whole(self, found: Columns) -> list[bytes] | None:
         """The chunk's messages a column at a time, when every record is known good.
 
         The same steps as the loop in ``chunk``, but each one over a whole
         column in a comprehension or inside C (map, zip): a third less per record.
         None when some record needs a look of its own.
         """
-        eids, enames, vids, vnames, uids, aids, stamps = cols
+        eids, enames, vids, vnames, uids, aids, stamps = found.fields
         n = len(stamps)
-        no_u, no_a = uids.count(None), aids.count(None)
-        has_u = [u is not None for u in uids] if 0 < no_u < n else itertools.repeat(not no_u)
-        has_a = [a is not None for a in aids] if 0 < no_a < n else itertools.repeat(not no_a)
+        ids: Any = None  # with one id a record: the ids, and u or a for each
+        if found.ids is not None:
+            keys, ids = found.ids
+            kinds: Any = list(map(_KINDS.__getitem__, keys))
+            has_u: Any = [k is _U for k in kinds]  # (faster than map(bytes.__eq__))
+            has_a: Any = [k is not _U for k in kinds]
+        else:
+            no_u, no_a = uids.count(None), aids.count(None)
+            has_u = [u is not None for u in uids] if 0 < no_u < n else itertools.repeat(not no_u)
+            has_a = [a is not None for a in aids] if 0 < no_a < n else itertools.repeat(not no_a)
+            if no_u + no_a == n:  # none without ids (no template, below), so each has one
+                if not no_u:
+                    ids, kinds = uids, itertools.repeat(b"u")
+                elif not no_a:
+                    ids, kinds = aids, itertools.repeat(b"a")
+                else:
+                    ids = [u if u is not None else a for u, a in zip(uids, aids, strict=True)]
+                    kinds = [b"a" if u is None else b"u" for u in uids]
         templates = list(map(self._fast.get, zip(eids, enames, vids, vnames, has_u, has_a,
                                                  strict=False)))  # (has_* may repeat)
         if None in templates:  # a new experiment or variation, or a record without ids
             return None
-        if no_u + no_a == n:  # none without ids (no template), so each has one
-            if not no_u:
-                ids, kinds = uids, itertools.repeat(b"u")
-            elif not no_a:
-                ids, kinds = aids, itertools.repeat(b"a")
-            else:
-                ids = [u if u is not None else a for u, a in zip(uids, aids, strict=True)]
-                kinds = [b"a" if u is None else b"u" for u in uids]
+        if ids is not None:
             keys = map(b"%s\0%s\0%s\0%s:%s\0%s".__mod__,
                        zip(itertools.repeat(self._project), eids, vids, kinds, ids, stamps))
             hexes = [_sha256(k).hexdigest().encode() for k in keys]
@@ -839,7 +873,8 @@ class Sender:
         self.client, self.url, self.key, self.policy = client, url, key, policy
         self.failed = failed
         self.progress = progress
-        self.queue: queue.Queue[list[bytes] | None] = queue.Queue(maxsize=2 * workers)
+        # Enough to keep every sender busy; more would only hold memory.
+        self.queue: queue.Queue[list[bytes] | None] = queue.Queue(maxsize=workers)
         self.stop = threading.Event()
         #: --strict stop: drop what is queued instead of writing it to the failed file
         self.discard = False
@@ -868,21 +903,23 @@ class Sender:
             raise _Stopped
 
     def _run(self) -> None:
-        while True:
-            batch = self.queue.get()
-            if batch is None:
-                return
-            if self.stop.is_set():
-                self._fail(batch, None)
-                continue
-            try:
-                self._post(batch)
-            except _Stopped:
-                self._fail(batch, None)
-            except AvsbError as exc:
-                self._fail(batch, exc.message)
-            except Exception as exc:  # a bug must not lose the batch or hang the reader
-                self._fail(batch, f"internal error: {type(exc).__name__}: {exc}")
+        while (batch := self.queue.get()) is not None:
+            self._handle(batch)
+            # Not held while waiting: a batch is half a megabyte (bench/'s memory run).
+            del batch
+
+    def _handle(self, batch: list[bytes]) -> None:
+        if self.stop.is_set():
+            self._fail(batch, None)
+            return
+        try:
+            self._post(batch)
+        except _Stopped:
+            self._fail(batch, None)
+        except AvsbError as exc:
+            self._fail(batch, exc.message)
+        except Exception as exc:  # a bug must not lose the batch or hang the reader
+            self._fail(batch, f"internal error: {type(exc).__name__}: {exc}")
 
     def _post(self, batch: list[bytes]) -> None:
         # Compressed once: every retry carries the same bytes, messageIds included.
