@@ -142,8 +142,8 @@ def test_no_command_prints_or_stores_the_key(cli, tmp_path, config_dir, monkeypa
 
 
 def test_http_debug_logging_never_shows_the_key(cli, segment, caplog, monkeypatch):
-    """httpx logs request URLs at INFO (the CDN's holds the key); httpcore logs
-    headers at DEBUG. With both on, the log has no key and no Basic credential."""
+    """httpx logs request URLs at INFO (the CDN's holds the key). With debug
+    logging on, the log has no key and no Basic credential."""
     for name in ("httpx", "httpcore"):
         logging.getLogger(name).setLevel(logging.DEBUG)
     caplog.set_level(logging.DEBUG)
@@ -156,9 +156,28 @@ def test_http_debug_logging_never_shows_the_key(cli, segment, caplog, monkeypatc
     cli("segment", "validate")
     text = caplog.text
     assert "HTTP Request: GET" in text and "/settings" in text  # logging was really on
-    assert "X-Echo" in text  # and the response headers were logged
-    assert_clean(text, "httpx/httpcore debug log")
+    assert_clean(text, "httpx debug log")
     assert "/v1/projects/…" in text  # masked, not dropped
+
+
+def test_httpcore_debug_logging_never_shows_the_key(segment, caplog):
+    """httpx's own transport (httpcore), which a proxy from HTTPS_PROXY goes
+    through, logs response headers at DEBUG: they are masked too."""
+    import httpx
+
+    from avsb_cli import segment as client_module
+
+    for name in ("httpx", "httpcore"):
+        logging.getLogger(name).setLevel(logging.DEBUG)
+    caplog.set_level(logging.DEBUG)
+    client_module.remember_secret(KEY)
+    segment.fault("/v1/track", status=200, body=b"{}",
+                  headers={"X-Echo": f"Basic {B64}", "X-Key": KEY})
+    with client_module.build_client(httpx.HTTPTransport()) as client:
+        client.post(f"{segment.url}/v1/track", json={}, auth=(KEY, ""))
+    text = caplog.text
+    assert "X-Echo" in text  # the response headers were logged
+    assert_clean(text, "httpcore debug log")
 
 
 def test_a_real_process_with_debug_env_leaks_nothing(tmp_path):
