@@ -804,6 +804,15 @@ class FailedFile:
 # Sending ------------------------------------------------------------------------------
 
 
+def messages_of(content: bytes) -> list[bytes]:
+    """The messages of a body ``gzip_batch`` made, as ``build`` encodes them."""
+    return _encoded(json.loads(zlib.decompress(content, 47))["batch"])
+
+
+def _encoded(messages: list[Any]) -> list[bytes]:
+    return [json.dumps(m, ensure_ascii=False, separators=(",", ":")).encode() for m in messages]
+
+
 class Batcher:
     """Messages into batches of at most MAX_BATCH_EVENTS whose JSON stays
     within MAX_BATCH_BYTES, envelope included; greedy, in order."""
@@ -842,20 +851,13 @@ class Batcher:
         return batch
 
 
-def gzip_batch(messages: list[bytes], sent_at: str) -> bytes:
-    """``{"batch":[...],"sentAt":...}``, gzip-compressed.
-
-    Fed to the compressor a slice at a time: the whole body at once would be
-    a fresh half-megabyte buffer per batch, whose page faults cost a fifth
-    as much as the compression itself.
-    """
+def gzip_batch(messages: bytes, sent_at: str) -> bytes:
+    """``{"batch":[messages],"sentAt":...}`` gzip-compressed; ``messages`` are
+    joined with commas. The envelope goes to the compressor on its own rather
+    than be copied around half a megabyte of messages."""
     gz = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31)
-    out = [gz.compress(b'{"batch":[')]
-    for i in range(0, len(messages), 128):
-        out.append(gz.compress((b"," if i else b"") + b",".join(messages[i:i + 128])))
-    out.append(gz.compress(b'],"sentAt":"%s"}' % sent_at.encode()))
-    out.append(gz.flush())
-    return b"".join(out)
+    return b"".join((gz.compress(b'{"batch":['), gz.compress(messages),
+                     gz.compress(b'],"sentAt":"%s"}' % sent_at.encode()), gz.flush()))
 
 
 class _Stopped(Exception):
@@ -873,8 +875,9 @@ class Sender:
         self.client, self.url, self.key, self.policy = client, url, key, policy
         self.failed = failed
         self.progress = progress
-        # Enough to keep every sender busy; more would only hold memory.
-        self.queue: queue.Queue[list[bytes] | None] = queue.Queue(maxsize=workers)
+        # Two waiting batches: when the reader outruns the senders the queue is
+        # full whatever its size, and each slot holds half a megabyte.
+        self.queue: queue.Queue[list[Any] | None] = queue.Queue(maxsize=2)
         self.stop = threading.Event()
         #: --strict stop: drop what is queued instead of writing it to the failed file
         self.discard = False
@@ -896,47 +899,59 @@ class Sender:
         if self.stop.is_set():
             self._fail(batch, None)
         else:
-            self.queue.put(batch)
+            # Queued as one block: a thousand small objects freed by another
+            # thread later would leave the reader's memory fragmented.
+            self.queue.put([b",".join(batch), len(batch)])
 
     def _sleep(self, seconds: float) -> None:
         if self.stop.wait(seconds):
             raise _Stopped
 
     def _run(self) -> None:
-        while (batch := self.queue.get()) is not None:
-            self._handle(batch)
+        while (item := self.queue.get()) is not None:
+            self._handle(item)
             # Not held while waiting: a batch is half a megabyte (bench/'s memory run).
-            del batch
+            del item
 
-    def _handle(self, batch: list[bytes]) -> None:
+    def _handle(self, item: list[Any]) -> None:
+        """Post ``[messages joined with commas, count]``; empties the item."""
+        joined, count = item
         if self.stop.is_set():
-            self._fail(batch, None)
+            self._fail(_encoded(json.loads(b"[%s]" % joined)), None)
             return
+        content = b""
+        cause: str | None = None
         try:
-            self._post(batch)
+            # Compressed once: every retry carries the same bytes, messageIds included.
+            content = gzip_batch(joined, self._segment.now_iso())
+            # Only the compressed body is kept while it is posted, a sixth of
+            # the memory (bench/'s memory run); a failed batch is read back from it.
+            item[0] = joined = None
+            self._post(content, count)
+            return
         except _Stopped:
-            self._fail(batch, None)
+            pass
         except AvsbError as exc:
-            self._fail(batch, exc.message)
+            cause = exc.message
         except Exception as exc:  # a bug must not lose the batch or hang the reader
-            self._fail(batch, f"internal error: {type(exc).__name__}: {exc}")
+            cause = f"internal error: {type(exc).__name__}: {exc}"
+        self._fail(messages_of(content) if joined is None
+                   else _encoded(json.loads(b"[%s]" % joined)), cause)
 
-    def _post(self, batch: list[bytes]) -> None:
-        # Compressed once: every retry carries the same bytes, messageIds included.
-        content = gzip_batch(batch, self._segment.now_iso())
+    def _post(self, content: bytes, count: int) -> None:
         d = self._segment.request(
             self.client, "POST", self.url, policy=self.policy, key=self.key,
             content=content, headers=_GZIP_HEADERS, sleep=self._sleep,
         )
         with self.lock:
-            self.sent += len(batch)
+            self.sent += count
             self.batches_sent += 1
             self.retries += d.attempts - 1
             self.in_a_row = 0
         if self.progress:
             # Delivered is delivered: a display problem must not count it as failed.
             with contextlib.suppress(Exception):
-                self.progress(len(batch))
+                self.progress(count)
 
     def _fail(self, batch: list[bytes], cause: str | None) -> None:
         with self.lock:

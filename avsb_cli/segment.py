@@ -348,6 +348,11 @@ def request(
             if not retryable:
                 raise NetworkError(f"cannot reach {host}: {cause}", hint=_hint_for(cause)) from None
         else:
+            # httpx binds a response and its stream in a cycle, and the request
+            # body (half a megabyte for a batch) hangs off it until the next
+            # full garbage collection, which a long send rarely gets. The body
+            # is read; unbinding frees all of it now.
+            resp.stream = httpx.ByteStream(b"")
             status = resp.status_code
             if 200 <= status < 300 or status in ok_statuses:
                 return Delivery(

@@ -33,9 +33,10 @@ def build(path: str) -> tuple[list[bytes], int]:
                                    strict=True):
             assert not part.problems, part.problems
             events += len(part.messages)
-            bodies += [backfill.gzip_batch(b, sent_at) for b in batcher.add(part.messages)]
+            bodies += [backfill.gzip_batch(b",".join(b), sent_at)
+                       for b in batcher.add(part.messages)]
     if batch := batcher.rest():
-        bodies.append(backfill.gzip_batch(batch, sent_at))
+        bodies.append(backfill.gzip_batch(b",".join(batch), sent_at))
     return bodies, events
 
 
