@@ -85,7 +85,9 @@ class Http11Transport(httpx.BaseTransport):
             self._give_back(key, conn)
         return httpx.Response(
             resp.status,
-            headers=resp.getheaders(),
+            # http.client decodes header bytes as Latin-1; back to the bytes sent
+            # (httpx would refuse non-ASCII text).
+            headers=[(k.encode("latin-1"), v.encode("latin-1")) for k, v in resp.getheaders()],
             stream=httpx.ByteStream(body),  # httpx decodes any Content-Encoding
             request=request,
             extensions={"http_version": b"HTTP/1.1",

@@ -153,6 +153,13 @@ def test_a_chunked_gzip_answer_is_decoded(serve):
         assert c.get(server.url).json() == {"success": True}
 
 
+def test_answer_headers_keep_their_bytes(serve):
+    server = serve(keep_alive(b"HTTP/1.1 200 OK\r\nX-Odd: caf\xe9\r\nContent-Length: 2\r\n\r\nok"))
+    with client() as c:
+        r = c.get(server.url)
+    assert r.text == "ok" and r.headers.raw[0] == (b"X-Odd", b"caf\xe9")
+
+
 def test_headers_and_body_arrive_as_httpx_built_them(serve):
     seen: list[bytes] = []
 
