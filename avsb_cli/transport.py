@@ -90,7 +90,7 @@ class Http11Transport(httpx.BaseTransport):
             headers=[(k.encode("latin-1"), v.encode("latin-1")) for k, v in resp.getheaders()],
             stream=httpx.ByteStream(body),  # httpx decodes any Content-Encoding
             request=request,
-            extensions={"http_version": b"HTTP/1.1",
+            extensions={"http_version": b"HTTP/1.0" if resp.version == 10 else b"HTTP/1.1",
                         "reason_phrase": (resp.reason or "").encode("latin-1", "replace")},
         )
 

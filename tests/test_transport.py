@@ -158,6 +158,14 @@ def test_answer_headers_keep_their_bytes(serve):
     with client() as c:
         r = c.get(server.url)
     assert r.text == "ok" and r.headers.raw[0] == (b"X-Odd", b"caf\xe9")
+    assert r.http_version == "HTTP/1.1"
+
+
+def test_an_http_1_0_answer_says_so_and_closes(serve):
+    server = serve(keep_alive(b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok"))
+    with client() as c:
+        assert [c.get(server.url).http_version for _ in range(2)] == ["HTTP/1.0"] * 2
+    assert server.connections == 2  # HTTP/1.0 without keep-alive: not reused
 
 
 def test_headers_and_body_arrive_as_httpx_built_them(serve):
