@@ -316,8 +316,6 @@ _close_sep = re.compile(rb"[ \t]*\}[ \t]*\r?\n").fullmatch
 _colon_sep = re.compile(rb"[ \t]*:[ \t]*").fullmatch
 _comma_sep = re.compile(rb"[ \t]*,[ \t]*").fullmatch
 _NOT_CONTROL = bytes(range(0x20, 0x100)) + b"\n\r"
-_BUILT = ("experiment_id", "experiment_name", "variation_id", "variation_name", "user_id",
-          "anonymous_id", "timestamp")
 
 
 def columns(chunk: bytes, n: int) -> Columns | None:
@@ -375,21 +373,21 @@ def columns(chunk: bytes, n: int) -> Columns | None:
     out: list[Any] = []
     spaced = False  # an id empty or starting with a space, which may be blank
     shared = None
-    for name in _BUILT:
+    for name in FIELDS:
+        keys = names = None
         c = fixed.get(name)
         if c is None:
-            c = next((c for c, _, names in varying if name in names), None)
+            c, keys, names = next((v for v in varying if name in v[2]), (None, None, None))
         if c is None:
             out.append([None] * n)
             continue
         values = parts[4 * c + 3::q]
         if name in IDS:
             spaced = spaced or min(values)[:1] <= b" "
-        if name in fixed:
+        if keys is None:  # a key on every line
             out.append(values)
             continue
-        keys = parts[4 * c + 1::q]
-        if name in IDS and {k.decode() for k in set(keys)} == set(IDS):
+        if name in IDS and names == set(IDS):
             # user_id on some lines, anonymous_id on the others, in one place:
             # left as it is for Columns.ids (unshare makes the two columns).
             shared = (keys, values)
@@ -916,25 +914,23 @@ class Sender:
     def _handle(self, item: list[Any]) -> None:
         """Post ``[messages joined with commas, count]``; empties the item."""
         joined, count = item
-        if self.stop.is_set():
-            self._fail(_encoded(json.loads(b"[%s]" % joined)), None)
-            return
         content = b""
         cause: str | None = None
-        try:
-            # Compressed once: every retry carries the same bytes, messageIds included.
-            content = gzip_batch(joined, self._segment.now_iso())
-            # Only the compressed body is kept while it is posted, a sixth of
-            # the memory (bench/'s memory run); a failed batch is read back from it.
-            item[0] = joined = None
-            self._post(content, count)
-            return
-        except _Stopped:
-            pass
-        except AvsbError as exc:
-            cause = exc.message
-        except Exception as exc:  # a bug must not lose the batch or hang the reader
-            cause = f"internal error: {type(exc).__name__}: {exc}"
+        if not self.stop.is_set():
+            try:
+                # Compressed once: every retry carries the same bytes, messageIds included.
+                content = gzip_batch(joined, self._segment.now_iso())
+                # Only the compressed body is kept while it is posted, a sixth of the
+                # memory (bench/'s memory run); a failed batch is read back from it.
+                item[0] = joined = None
+                self._post(content, count)
+                return
+            except _Stopped:
+                pass
+            except AvsbError as exc:
+                cause = exc.message
+            except Exception as exc:  # a bug must not lose the batch or hang the reader
+                cause = f"internal error: {type(exc).__name__}: {exc}"
         self._fail(messages_of(content) if joined is None
                    else _encoded(json.loads(b"[%s]" % joined)), cause)
 
