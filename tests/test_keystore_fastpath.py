@@ -39,6 +39,13 @@ def ss_env(secret_service, tmp_path):
     return env
 
 
+def enable(project: str, env: dict[str, str]) -> None:
+    """Store KEY for ``project`` through a real avsb process (keyring's write path)."""
+    r = run_avsb("integrations", "segment", "enable", "--project", project,
+                 "--write-key-stdin", env=env, input=KEY)
+    assert r.exit_code == 0, r.stderr
+
+
 def agree(env: dict[str, str], project: str) -> dict[str, object]:
     r = subprocess.run([sys.executable, "-c", AGREE, project], env=env, capture_output=True,
                        text=True, timeout=60)
@@ -49,9 +56,7 @@ def agree(env: dict[str, str], project: str) -> dict[str, object]:
 @pytest.mark.secret_service
 def test_fast_path_reads_what_keyring_stored_and_what_changed_outside(ss_env):
     p = "ss-fast"
-    r = run_avsb("integrations", "segment", "enable", "--project", p, "--write-key-stdin",
-                 env=ss_env, input=KEY)
-    assert r.exit_code == 0, r.stderr
+    enable(p, ss_env)
     doc = agree(ss_env, p)
     assert doc == {"fast_found": True, "agree": True, "tail": KEY[-4:],
                    "backend": "keyring.backends.SecretService"}
@@ -74,9 +79,7 @@ def test_missing_item_leaves_the_answer_to_keyring(ss_env):
 @pytest.mark.secret_service
 def test_status_reads_the_key_without_importing_keyring(ss_env):
     p = "ss-fast-status"
-    r = run_avsb("integrations", "segment", "enable", "--project", p, "--write-key-stdin",
-                 env=ss_env, input=KEY)
-    assert r.exit_code == 0, r.stderr
+    enable(p, ss_env)
     proc = subprocess.run(
         [sys.executable, "-X", "importtime", "-m", "avsb_cli", "integrations", "segment",
          "status", "--project", p, "--json"],
