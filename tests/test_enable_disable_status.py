@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from avsb_cli import cli as cli_mod
+from avsb_cli.commands import integrations as cli_mod
 from avsb_cli.errors import ExitCode
 from tests.conftest import KEY, KEY2, avsb_env, run_avsb
 
@@ -246,7 +246,7 @@ def test_write_key_file_unusable(avsb, memory_keyring, config_dir, tmp_path, kin
 
 
 def test_prompt_on_terminal_takes_typed_key(avsb, memory_keyring, monkeypatch):
-    monkeypatch.setattr(cli_mod, "_interactive", lambda no_input: not no_input)
+    monkeypatch.setattr(cli_mod, "interactive", lambda no_input: not no_input)
     r = avsb(*ENABLE, input=KEY + "\n")
     assert r.exit_code == 0, r.output
     # The prompt was shown, on stderr (stdout may be a pipe to jq)...
@@ -255,7 +255,7 @@ def test_prompt_on_terminal_takes_typed_key(avsb, memory_keyring, monkeypatch):
 
 
 def test_prompt_blank_answer_means_auto_detect(avsb, memory_keyring, config_dir, monkeypatch):
-    monkeypatch.setattr(cli_mod, "_interactive", lambda no_input: not no_input)
+    monkeypatch.setattr(cli_mod, "interactive", lambda no_input: not no_input)
     r = avsb(*ENABLE, input="\n")
     assert r.exit_code == 0, r.output
     assert "Segment write key" in r.output
@@ -267,7 +267,7 @@ def test_prompt_blank_answer_means_auto_detect(avsb, memory_keyring, config_dir,
 
 def test_prompt_refuses_bad_key_and_stores_nothing(avsb, memory_keyring, config_dir,
                                                    monkeypatch):
-    monkeypatch.setattr(cli_mod, "_interactive", lambda no_input: not no_input)
+    monkeypatch.setattr(cli_mod, "interactive", lambda no_input: not no_input)
     r = avsb(*ENABLE, input="not a key\n")
     assert r.exit_code == ExitCode.VALIDATION_FAILED
     assert "the prompt" in r.stderr
@@ -281,7 +281,7 @@ def test_no_keyring_is_said_before_the_prompt_asks_for_a_secret(avsb, config_dir
 
     from avsb_cli import keystore
 
-    monkeypatch.setattr(cli_mod, "_interactive", lambda no_input: not no_input)
+    monkeypatch.setattr(cli_mod, "interactive", lambda no_input: not no_input)
     keyring.set_keyring(fail.Keyring())
     keystore.reset()
     r = avsb(*ENABLE, input=KEY + "\n")
@@ -296,7 +296,7 @@ def test_no_keyring_is_said_before_the_prompt_asks_for_a_secret(avsb, config_dir
 
 
 def test_no_input_never_prompts(avsb, memory_keyring, monkeypatch):
-    monkeypatch.setattr(cli_mod, "_interactive", lambda no_input: not no_input)
+    monkeypatch.setattr(cli_mod, "interactive", lambda no_input: not no_input)
     r = avsb(*ENABLE, "--no-input", input=KEY + "\n")
     assert r.exit_code == 0, r.output
     assert "Segment write key" not in r.output
@@ -308,8 +308,8 @@ def test_no_input_never_prompts(avsb, memory_keyring, monkeypatch):
 
 def test_interactive_needs_a_terminal():
     # Under pytest stdin is not a terminal: no prompt, whatever --no-input says.
-    assert cli_mod._interactive(False) is False
-    assert cli_mod._interactive(True) is False
+    assert cli_mod.interactive(False) is False
+    assert cli_mod.interactive(True) is False
 
 
 def test_no_terminal_means_auto_detect_and_says_so(avsb, memory_keyring, config_dir):
@@ -347,7 +347,7 @@ def test_reenable_without_key_keeps_key_and_updates_settings(avsb, memory_keyrin
 def test_reenable_on_terminal_with_stored_key_does_not_prompt(avsb, memory_keyring,
                                                               monkeypatch):
     enable_with(avsb, KEY)
-    monkeypatch.setattr(cli_mod, "_interactive", lambda no_input: not no_input)
+    monkeypatch.setattr(cli_mod, "interactive", lambda no_input: not no_input)
     r = avsb(*ENABLE, input="\n")
     assert r.exit_code == 0, r.output
     assert "Segment write key" not in r.output
@@ -823,7 +823,7 @@ def test_sigint_while_storing_is_held_until_key_and_config_agree(
 
 def test_eof_at_the_prompt_is_an_interruption_and_stores_nothing(avsb, memory_keyring,
                                                                  config_dir, monkeypatch):
-    monkeypatch.setattr(cli_mod, "_interactive", lambda no_input: not no_input)
+    monkeypatch.setattr(cli_mod, "interactive", lambda no_input: not no_input)
     r = avsb(*ENABLE, "--json", input="")
     assert r.exit_code == ExitCode.INTERRUPTED, r.output
     assert r.json()["error"]["code"] == "interrupted"

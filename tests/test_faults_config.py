@@ -363,7 +363,7 @@ def test_ctrl_c_at_the_key_prompt_exits_130_and_keeps_config(cli, config_dir, me
                                                              monkeypatch, raised):
     import typer
 
-    from avsb_cli import cli as cli_mod
+    from avsb_cli.commands import integrations as cli_mod
 
     assert cli(*ENABLE, "--write-key-stdin", input=KEY).exit_code == 0
     before = (config_dir / "config.toml").read_bytes()
@@ -371,7 +371,7 @@ def test_ctrl_c_at_the_key_prompt_exits_130_and_keeps_config(cli, config_dir, me
     def prompt(*a, **kw):
         raise typer.Abort() if raised == "abort" else KeyboardInterrupt()
 
-    monkeypatch.setattr(cli_mod, "_interactive", lambda no_input: True)
+    monkeypatch.setattr(cli_mod, "interactive", lambda no_input: True)
     monkeypatch.setattr(typer, "prompt", prompt)
     r = cli(*ENABLE, "--project", "shop")
     assert r.exit_code == ExitCode.INTERRUPTED, r.output

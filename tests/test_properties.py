@@ -382,7 +382,9 @@ def bad_lines(draw):
         rec.pop("user_id", None)
         rec.pop("anonymous_id", None)
     elif kind == "not json":
-        return b"{experiment_id: " + rec["experiment_id"].encode() + b"}"
+        # One line: a value holding a line break would make two bad lines of it.
+        value = " ".join(rec["experiment_id"].splitlines())
+        return b"{experiment_id: " + value.encode() + b"}"
     return json.dumps(rec).encode()
 
 

@@ -1,0 +1,30 @@
+"""`avsb completion SHELL`."""
+
+import sys
+from enum import Enum
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(rich_markup_mode=None, add_completion=False)
+
+
+class Shell(str, Enum):
+    bash = "bash"
+    zsh = "zsh"
+    fish = "fish"
+    powershell = "powershell"
+
+
+
+@app.command("completion")
+def completion(shell: Annotated[Shell, typer.Argument(help="The shell to print a script for.")]
+               ) -> None:
+    """Print the completion script for SHELL (bash, zsh, fish, powershell).
+
+    Example: avsb completion bash > ~/.local/share/bash-completion/completions/avsb
+    """
+    from avsb_cli.completion import script
+
+    sys.stdout.write(script(shell.value))
+
