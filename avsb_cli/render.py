@@ -162,3 +162,95 @@ class Progress:
     def __exit__(self, *exc: object) -> None:
         if self._progress is not None:
             self._progress.stop()
+
+
+class EventView:
+    """``avsb segment listen``'s output: a line per record as it arrives.
+
+    People get a Rich line per event on stdout (PASS green, FAIL red, other
+    events dimmed) and the setup lines on stderr; ``--json`` gets one compact
+    JSON object per line (NDJSON), each with a ``kind``: ``listening``,
+    ``event``, ``rejected``, ``forward``, ``summary``.
+    """
+
+    def __init__(self, *, json_mode: bool = False, only_avsb: bool = False) -> None:
+        self.json_mode = json_mode
+        self.only_avsb = only_avsb
+        self._out: Any = None if json_mode else _console()
+        self._err: Any = None if json_mode else _console(stderr=True)
+
+    def _json(self, rec: dict[str, Any]) -> None:
+        import json
+
+        sys.stdout.write(redact(json.dumps(rec, ensure_ascii=False, default=str)) + "\n")
+        sys.stdout.flush()
+
+    def started(self, info: dict[str, Any]) -> None:
+        if not info["loopback"]:
+            sys.stderr.write(f"avsb: warning: listening on {info['url']}: other machines "
+                             "can send events to it\n")
+        if self.json_mode:
+            self._json(info)
+            return
+        from rich.text import Text
+
+        self._err.print(Text(f"Listening on {info['url']}", style="bold"))
+        if info["forward"]:
+            self._err.print(f"Relaying every accepted batch to {info['forward']}.")
+        else:
+            self._err.print("Nothing leaves this machine (--forward relays to Segment).")
+        for line in info["setup"]:
+            self._err.print(redact(line), soft_wrap=True)
+        self._err.print("Waiting for events; Ctrl-C stops.")
+        self._err.file.flush()
+
+    def record(self, rec: dict[str, Any]) -> None:
+        kind = rec["kind"]
+        if kind == "event" and self.only_avsb and not rec["avsb"]:
+            return
+        if self.json_mode:
+            self._json(rec)
+            return
+        from rich.text import Text
+
+        line = Text(rec["received_at"][11:19] + "  ")
+        if kind == "event":
+            who = (f"user {rec['user_id']}" if rec["user_id"]
+                   else f"anon {rec['anonymous_id'] or '-'}")
+            head = f"{rec['type'] or '-':<8} {rec['event'] or '-'}  {who}"
+            if not rec["avsb"]:
+                line.append(head, style="dim")
+            else:
+                line.append(head + f"  {rec['experiment_id']} / {rec['variation_id']}  ")
+                if rec["verdict"] == "pass":
+                    line.append("PASS", style="bold green")
+                else:
+                    line.append("FAIL", style="bold red")
+                    line.append(": " + "; ".join(rec["problems"]), style="red")
+            if rec["write_key_matches"] is False:
+                line.append("  (sent with another write key)", style="yellow")
+        elif kind == "rejected":
+            line.append(f"{'refused':<8} HTTP {rec['status']}  {rec['reason']}", style="yellow")
+        elif kind == "forward":
+            n = rec["events"]
+            what = f"{'relayed':<8} {n} event{'s' if n != 1 else ''} to {rec['endpoint']}: "
+            if rec["ok"]:
+                line.append(what + f"HTTP {rec['status']}", style="green")
+            else:
+                line.append(what + f"failed: {rec['message']}", style="red")
+        plain = redact(line.plain)
+        self._out.print(line if plain == line.plain else Text(plain))
+        self._out.file.flush()
+
+    def summary(self, doc: dict[str, Any]) -> None:
+        if self.json_mode:
+            self._json(doc)
+            return
+        text = (f"Summary: {doc['events']} events seen, {doc['avsb_events']} avsb_experiment: "
+                f"{doc['passed']} passed, {doc['failed']} failed")
+        if doc["rejected"]:
+            text += f"; {doc['rejected']} requests refused"
+        if doc["forwarded"] or doc["forward_failed"]:
+            text += f"; {doc['forwarded']} relayed to Segment, {doc['forward_failed']} not"
+        self._out.print(text + ".")
+        self._out.file.flush()

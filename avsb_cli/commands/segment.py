@@ -221,3 +221,51 @@ def segment_send(
     if err:
         raise_after_document(err, quiet)
 
+
+
+# segment listen ---------------------------------------------------------------------
+
+
+@app.command("listen")
+def segment_listen(
+    port: Annotated[int, typer.Option(
+        "--port", metavar="PORT", help="Port to listen on; 0 picks a free one.")] = 8787,
+    host: Annotated[str, typer.Option(
+        "--host", metavar="HOST",
+        help="Address to bind; anything but loopback is reachable from other machines.",
+    )] = "127.0.0.1",
+    write_key: Annotated[str | None, typer.Option(
+        "--write-key", metavar="KEY",
+        help="The key the page uses [default: the project's]; events with another key "
+             "are flagged.")] = None,
+    only_avsb: Annotated[bool, typer.Option(
+        "--only-avsb", help="Hide events other than avsb_experiment.")] = False,
+    count: Annotated[int | None, typer.Option(
+        "--count", metavar="N",
+        help="Exit once N avsb_experiment events have arrived (0 if all passed, 5 if not).",
+    )] = None,
+    timeout: Annotated[float | None, typer.Option(
+        "--timeout", metavar="SECONDS",
+        help="Stop after this long; with --count, too few events is exit 6.")] = None,
+    forward: Annotated[bool, typer.Option(
+        "--forward", help="Also relay every accepted batch to the project's Segment endpoint "
+                          "with its stored key.")] = False,
+    project: ProjectOpt = "default",
+    json: Annotated[bool, typer.Option(
+        "--json", help="One JSON object per line (NDJSON) per event, on stdout.")] = False,
+) -> None:
+    """Be Segment on this machine and judge the avsb_experiment events a page sends.
+
+    Point a page's analytics.js at the printed URL: each event shows up as a
+    line, and the snippet's avsb_experiment events get PASS, or FAIL naming the
+    missing, extra, misspelt or wrongly typed properties. Ctrl-C prints a
+    summary (exit 130).
+
+    Example: avsb segment listen --count 1 --timeout 60
+    """
+    from avsb_cli import listen, render
+
+    start(project, json, False)
+    listen.run(project=project, host=host, port=port, write_key=write_key, forward=forward,
+               count=count, timeout=timeout,
+               view=render.EventView(json_mode=json, only_avsb=only_avsb))
