@@ -34,12 +34,15 @@ class Output:
     def __init__(self, *, json_mode: bool = False, quiet: bool = False) -> None:
         self.json_mode = json_mode
         self.quiet = quiet
+        #: one line per document (NDJSON streams: segment listen --json)
+        self.compact = False
 
     # Machine output -------------------------------------------------------
     def document(self, doc: Any) -> None:
         import json  # only JSON mode pays for it (status: bench/)
 
-        text = json.dumps(doc, indent=2, ensure_ascii=False, default=str)
+        text = json.dumps(doc, indent=None if self.compact else 2, ensure_ascii=False,
+                          default=str)
         sys.stdout.write(redact(text) + "\n")
         sys.stdout.flush()
 
@@ -239,7 +242,8 @@ class EventView:
             else:
                 line.append(what + f"failed: {rec['message']}", style="red")
         plain = redact(line.plain)
-        self._out.print(line if plain == line.plain else Text(plain))
+        # One line per event, however long: the terminal wraps it, not Rich.
+        self._out.print(line if plain == line.plain else Text(plain), soft_wrap=True)
         self._out.file.flush()
 
     def summary(self, doc: dict[str, Any]) -> None:

@@ -265,7 +265,8 @@ def segment_listen(
     """
     from avsb_cli import listen, render
 
-    start(project, json, False)
+    # Under --json an error is one more NDJSON line, not an indented document.
+    start(project, json, False).compact = True
     listen.run(project=project, host=host, port=port, write_key=write_key, forward=forward,
                count=count, timeout=timeout,
                view=render.EventView(json_mode=json, only_avsb=only_avsb))
