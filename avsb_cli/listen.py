@@ -535,7 +535,8 @@ class Forwarder:
 
     def close(self, wait: float = 5.0) -> None:
         self.inbox.put(None)
-        self.thread.join(wait)
+        if self.thread.ident is not None:  # started
+            self.thread.join(wait)
         self.client.close()
 
 

@@ -474,6 +474,40 @@ def test_the_listener_in_a_thread_hands_over_records():
     assert got == [True] and tally.passed == 1
 
 
+def documented_keys() -> set[str]:
+    """Every `key` in the first column of the README's ### listen table."""
+    import re
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    table = readme.split("\n### listen\n", 1)[1].split("<!-- end section: json -->", 1)[0]
+    keys: set[str] = set()
+    for row in table.splitlines():
+        if row.startswith("| `"):
+            keys |= set(re.findall(r"`([a-z_]+)`", row.split(" | ", 1)[0]))
+    return keys
+
+
+def test_every_ndjson_key_is_documented():
+    doc = documented_keys()
+    assert {"kind", "verdict", "judgement", "passed", "write_key_matches"} <= doc
+    records = [
+        listen.event_record(track(), path="/v1/t", received_at="t"),
+        listen.event_record({"type": "page"}, path="/v1/p", received_at="t"),
+        listen.Tally().summary(),
+        {"kind": "listening", "url": "", "port": 1, "loopback": True, "forward": None,
+         "setup": []},
+    ]
+    with listen.Listener("127.0.0.1", 0) as lis:
+        lis._record(listen.Answer(400, b"", reason="x"), "/v1/t")
+        records.append(lis.records.get_nowait())
+        fwd = listen.Forwarder(lis.records, base="http://127.0.0.1:9", key=KEY,
+                               policy=segment.Policy(attempts=1, deadline=1))
+        records.append(fwd.send([track()]))
+        fwd.close()
+    for rec in records:
+        assert set(rec) <= doc, (rec["kind"], set(rec) - doc)
+
+
 def test_default_port_is_the_documented_one(cli):
     # The option's default is written out (listen.py loads only when it runs).
     assert "[default: 8787]" in " ".join(cli("segment", "listen", "--help").stdout.split())
