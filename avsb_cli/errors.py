@@ -84,6 +84,11 @@ class NetworkError(AvsbError):
     code = "network"
 
 
+class ListenTimeoutError(NetworkError):
+    """`segment listen --count N --timeout S`: fewer than N events came in time.
+    Exit 6 (code ``network``), like a delivery that never happened."""
+
+
 class ConfigError(AvsbError):
     exit_code = ExitCode.CONFIG
     code = "config"

@@ -23,6 +23,7 @@ import difflib
 import json
 import queue
 import re
+import socket
 import threading
 import time
 import zlib
@@ -31,7 +32,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from avsb_cli import segment
-from avsb_cli.errors import NetworkError, UsageError
+from avsb_cli.errors import ListenTimeoutError, NetworkError, UsageError
 
 #: The documented default port: fixed, so a page's setup line keeps working.
 DEFAULT_PORT = 8787
@@ -364,6 +365,10 @@ def preflight_headers(headers: dict[str, str]) -> dict[str, str]:
 # The server ----------------------------------------------------------------------
 
 
+class _Server6(ThreadingHTTPServer):
+    address_family = socket.AF_INET6
+
+
 class Listener:
     """The HTTP server in a thread; records arrive on ``self.records``."""
 
@@ -373,8 +378,9 @@ class Listener:
         self.records: queue.Queue[dict[str, Any]] = queue.Queue()
         #: accepted batches for the forwarder: (messages, count)
         self.accepted: queue.Queue[list[dict[str, Any]]] | None = None
+        server_class = _Server6 if ":" in host else ThreadingHTTPServer
         try:
-            self.httpd = ThreadingHTTPServer((host, port), self._handler())
+            self.httpd = server_class((host, port), self._handler())
         except OSError as exc:
             if getattr(exc, "errno", None) == 98 or "in use" in str(exc):
                 raise UsageError(
@@ -383,8 +389,7 @@ class Listener:
                 ) from None
             raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
         self.httpd.daemon_threads = True
-        # Chromium drops keep-alive connections abruptly; that is not news.
-        self.httpd.handle_error = lambda *a: None  # type: ignore[method-assign]
+        self.httpd.handle_error = self._handle_error  # type: ignore[method-assign]
         self.thread = threading.Thread(target=self.httpd.serve_forever,
                                        kwargs={"poll_interval": 0.1}, daemon=True)
 
@@ -477,7 +482,21 @@ class Listener:
 
         return Handler
 
+    def _handle_error(self, request: Any, client_address: Any) -> None:
+        import sys
+
+        exc = sys.exc_info()[1]
+        # Chromium drops keep-alive connections abruptly; that is not news.
+        if isinstance(exc, OSError):
+            return
+        self.records.put({"kind": "rejected", "received_at": segment.now_iso(), "path": "",
+                          "status": 500, "reason": f"internal error: {type(exc).__name__}: {exc}"})
+
     def _record(self, answer: Answer, path: str) -> None:
+        from avsb_cli.writekey import remember_secret
+
+        if answer.key:
+            remember_secret(answer.key)  # shown masked, like the project's own key
         at = segment.now_iso()
         if answer.reason is not None:
             self.records.put({"kind": "rejected", "received_at": at, "path": path,
@@ -608,11 +627,6 @@ def drain(listener: Listener, show: Any, tally: Tally) -> None:
             return
         tally.add(rec)
         show(rec)
-
-
-class ListenTimeoutError(NetworkError):
-    """Too few avsb events arrived within --timeout (exit 6, like a network that
-    did not deliver)."""
 
 
 def setup_lines(url: str, key_masked: str | None) -> list[str]:
