@@ -176,9 +176,12 @@ class EventView:
     ``event``, ``rejected``, ``forward``, ``summary``.
     """
 
-    def __init__(self, *, json_mode: bool = False, only_avsb: bool = False) -> None:
+    def __init__(self, *, json_mode: bool = False, only_avsb: bool = False,
+                 quiet: bool = False) -> None:
         self.json_mode = json_mode
         self.only_avsb = only_avsb
+        # --quiet: nothing but errors (the exit code says the rest); --json still prints.
+        self.silent = quiet and not json_mode
         self._out: Any = None if json_mode else _console()
         self._err: Any = None if json_mode else _console(stderr=True)
 
@@ -189,6 +192,8 @@ class EventView:
         sys.stdout.flush()
 
     def started(self, info: dict[str, Any]) -> None:
+        if self.silent:
+            return
         if not info["loopback"]:
             sys.stderr.write(f"avsb: warning: listening on {info['url']}: other machines "
                              "can send events to it\n")
@@ -209,7 +214,7 @@ class EventView:
 
     def record(self, rec: dict[str, Any]) -> None:
         kind = rec["kind"]
-        if kind == "event" and self.only_avsb and not rec["avsb"]:
+        if self.silent or (kind == "event" and self.only_avsb and not rec["avsb"]):
             return
         if self.json_mode:
             self._json(rec)
@@ -247,6 +252,8 @@ class EventView:
         self._out.file.flush()
 
     def summary(self, doc: dict[str, Any]) -> None:
+        if self.silent:
+            return
         if self.json_mode:
             self._json(doc)
             return

@@ -416,6 +416,7 @@ QUIET_RUNS = {
     ("segment", "test-event", "--dry-run"): ([], None),
     ("segment", "send"): (["{enrollments}"], None),
     ("segment", "send", "--dry-run"): (["{enrollments}"], None),
+    ("segment", "listen"): (["--port", "0", "--timeout", "0.3"], None),
 }
 
 

@@ -383,6 +383,18 @@ def test_the_terminal_view_shows_a_line_per_event_and_hides_others_with_only_avs
     assert '  analytics._cdn = "' + lis.url + '";\n' in lis.lines
 
 
+def test_quiet_prints_nothing_but_the_error(tmp_path):
+    env = avsb_env()
+    proc = subprocess.Popen([sys.executable, "-m", "avsb_cli", "segment", "listen", "--quiet",
+                             "--port", "0", "--count", "1", "--timeout", "3"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 6 and out == ""
+    assert err.splitlines() == ["avsb: error: timed out after 3s: 0 of 1 avsb_experiment event "
+                                "arrived (check that the page loads analytics.js with the lines "
+                                "printed at start, or allow more time with --timeout)"]
+
+
 def test_other_events_are_dimmed_not_hidden_by_default(listening):
     lis = listening("--timeout", "2", json_mode=False)
     lis.post("/v1/t", track(event="Order Completed"))

@@ -253,6 +253,7 @@ def segment_listen(
     project: ProjectOpt = "default",
     json: Annotated[bool, typer.Option(
         "--json", help="One JSON object per line (NDJSON) per event, on stdout.")] = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Be Segment on this machine and judge the avsb_experiment events a page sends.
 
@@ -266,7 +267,7 @@ def segment_listen(
     from avsb_cli import listen, render
 
     # Under --json an error is one more NDJSON line, not an indented document.
-    start(project, json, False).compact = True
+    start(project, json, quiet).compact = True
     listen.run(project=project, host=host, port=port, write_key=write_key, forward=forward,
                count=count, timeout=timeout,
-               view=render.EventView(json_mode=json, only_avsb=only_avsb))
+               view=render.EventView(json_mode=json, only_avsb=only_avsb, quiet=quiet))
