@@ -229,7 +229,8 @@ class EventView:
             if not rec["avsb"]:
                 line.append(head, style="dim")
             else:
-                line.append(head + f"  {rec['experiment_id']} / {rec['variation_id']}  ")
+                line.append(head + f"  {rec['experiment_id'] or '-'} / "
+                                   f"{rec['variation_id'] or '-'}  ")
                 if rec["verdict"] == "pass":
                     line.append("PASS", style="bold green")
                 else:
