@@ -423,6 +423,23 @@ def test_forward_relays_to_segment_with_the_stored_key(cli, enabled):
     assert KEY not in out + err and KEY2 not in out + err
 
 
+def test_a_forward_segment_refuses_is_a_line_and_listening_goes_on(cli, enabled):
+    enabled.down("/v1/batch", status=400, body=b'{"message":"Exceed payload limit"}')
+    lis = Listening("--count", "2", "--timeout", "30", "--forward",
+                    env=avsb_env(AVSB_SEGMENT_WRITE_KEY=KEY))
+    try:
+        lis.post("/v1/t", track())
+        lis.post("/v1/t", track())
+        code, recs, _, err = lis.finish()
+    finally:
+        lis.kill()
+    assert code == 0, err  # the events passed; Segment's answer is reported, not fatal
+    fwd = [x for x in recs if x.get("kind") == "forward"]
+    assert len(fwd) == 2 and not any(f["ok"] for f in fwd)
+    assert "HTTP 400: Exceed payload limit" in fwd[0]["message"]
+    assert (recs[-1]["forwarded"], recs[-1]["forward_failed"]) == (0, 2)
+
+
 def test_forward_without_a_key_is_an_error_before_listening(cli):
     r = cli("segment", "listen", "--forward", "--port", "0")
     one_error_line(r, 3)
