@@ -43,7 +43,7 @@ def test_default_location_is_typer_app_dir(cli, tmp_path, monkeypatch):
     monkeypatch.delenv("AVSB_CONFIG_DIR")
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    r = cli(*ENABLE, "--no-input", "--json")
+    r = cli(*ENABLE, "--auto-detect", "--json")
     assert r.exit_code == 0, r.output
     import typer
 
@@ -75,7 +75,7 @@ def test_folder_0700_file_0600(cli, config_dir):
 
 
 def test_loose_file_mode_is_warned_about_and_tightened_on_write(cli, config_dir):
-    cli(*ENABLE, "--no-input")
+    cli(*ENABLE, "--auto-detect")
     path = config_dir / "config.toml"
     path.chmod(0o644)
     config._warned.clear()

@@ -533,14 +533,15 @@ def test_plain_output_without_a_terminal():
 
 
 def test_no_input_never_prompts_even_on_a_terminal(config_dir):
+    # No prompt: with no key to keep, a usage error that names the ways to give one.
     code, out = _pty_run(["integrations", "segment", "enable", "--no-input"], _terminal_env())
-    assert code == 0, out
+    assert code == ExitCode.USAGE, out
     assert b"Segment write key (blank" not in out
-    assert b"Auto-detect mode" in out
+    assert b"--auto-detect" in out
     # AVSB_NO_INPUT=1 is the same.
     code, out = _pty_run(["integrations", "segment", "enable", "--project", "p2"],
                          _terminal_env(AVSB_NO_INPUT="1"))
-    assert code == 0 and b"Segment write key (blank" not in out
+    assert code == ExitCode.USAGE and b"Segment write key (blank" not in out
 
 
 def test_a_terminal_without_no_input_does_prompt(config_dir, tmp_path):
@@ -558,6 +559,6 @@ def test_a_terminal_without_no_input_does_prompt(config_dir, tmp_path):
 
 def test_no_prompt_without_a_terminal(cli):
     r = cli("integrations", "segment", "enable", input="")
-    assert r.exit_code == 0, r.output
+    assert r.exit_code == ExitCode.USAGE, r.output
     assert "Segment write key" not in r.output
-    assert "no terminal to ask for a key" in r.stderr
+    assert "--auto-detect" in r.stderr and "--write-key-stdin" in r.stderr
