@@ -19,3 +19,14 @@ def test_quiet_and_json_modes_print_no_tables(capsys):
     render.Output(quiet=True).fields("t", [("a", "b")])
     render.Output(json_mode=True).table("t", ["a"], [["b"]])
     assert capsys.readouterr().out == ""
+
+
+def test_tables_carry_no_trailing_spaces(capsys):
+    # Rich pads every line to the table's width; piped to a file, diff or grep
+    # those spaces are noise.
+    out = render.Output()
+    out.fields("title", [("short", "x"), ("a longer field", "a longer value " * 8)])
+    out.table("title", ["a", "b"], [["x", ""], ["a longer cell", "y"]])
+    text = capsys.readouterr().out
+    assert "a longer value" in text and "a longer cell" in text
+    assert [line for line in text.splitlines() if line != line.rstrip()] == []
