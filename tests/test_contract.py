@@ -52,7 +52,8 @@ DRY_RUN = {"project": {S}, "dry_run": {B}, "message_id": {S}, "user_id": {S, NUL
            "anonymous_id": {S, NULL}, "anonymous_id_generated": {B}, "endpoint": {S},
            "payload": {OBJ}}
 VALIDATE = {
-    "project": {S}, "ok": {B}, "key_masked": {S, NULL}, "key_source": {S}, "region": {S},
+    "project": {S}, "ok": {B}, "key_masked": {S, NULL}, "key_source": {S}, "key_state": {S},
+    "region": {S},
     "endpoint": {S}, "delivery_probe": {S}, "checks": {ARR}, "checked_at": {S},
     "recorded": {B},
     # with --send-event:
@@ -74,7 +75,7 @@ CHECK = {"name": {S}, "title": {S}, "status": {S}, "detail": {S}, "fix": {S}}
 ERROR = {"error": {OBJ}}
 ERROR_BODY = {"code": {S}, "message": {S}, "hint": {S}}
 ERROR_CODES = {"usage", "not_configured", "keyring_unavailable", "invalid_key",
-               "validation_failed", "network", "config", "input", "error"}
+               "validation_failed", "network", "config", "input", "interrupted", "error"}
 
 
 def json_type(value: object) -> str:
@@ -312,10 +313,21 @@ FAILURES = {
 }
 
 
-def test_each_failure_class_has_its_own_code():
-    codes = [spec[0] for spec in FAILURES.values()]
-    assert len(set(codes)) == len(codes)
-    assert {spec[1] for spec in FAILURES.values()} <= ERROR_CODES
+def test_the_table_covers_every_exit_code_and_error_code():
+    # A new ExitCode or AvsbError without a row above (or without a place in
+    # the README) fails here. OK, ERROR and INTERRUPTED have tests of their own.
+    from avsb_cli import errors
+
+    classes = [c for c in vars(errors).values()
+               if isinstance(c, type) and issubclass(c, errors.AvsbError)]
+    assert {c.code for c in classes} == ERROR_CODES
+    assert {spec[0] for spec in FAILURES.values()} == (
+        set(ExitCode) - {ExitCode.OK, ExitCode.ERROR, ExitCode.INTERRUPTED})
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    for code in ERROR_CODES:
+        assert f"`{code}`" in readme, code
+    for exit_code in ExitCode:
+        assert f"| {exit_code.value} | {exit_code.name} |" in readme, exit_code
 
 
 @pytest.mark.parametrize("mode", ["text", "json"])

@@ -59,7 +59,7 @@ def _validate(project: str, region: Region | None, send_event: bool, timeout: fl
             [[c["title"], marks[c["status"]], c["detail"]] + ([c["fix"]] if fixes else [])
              for c in doc["checks"]],
         )
-    err = integration.checks_error(doc["checks"], "validation failed")
+    err = integration.validate_error(doc)
     if err:
         raise_after_document(err, quiet)
     if event is not None:
