@@ -107,10 +107,14 @@ def test_python_dash_m_runs_the_same_cli(config_dir):
     assert doc["config_path"] == str(config_dir / "config.toml")
 
 
-def test_no_arguments_prints_help_not_an_error(avsb):
-    r = avsb()
-    assert "integrations" in r.stdout and "Usage" in r.stdout
-    assert "error" not in r.stderr
+def test_no_arguments_prints_help_and_exits_2(avsb):
+    # The help, not an error line; but exit 2 (usage), so `avsb $CMD` with an
+    # empty $CMD does not pass in a script.
+    for args in ((), ("integrations",), ("integrations", "segment"), ("segment",)):
+        r = avsb(*args)
+        assert r.exit_code == ExitCode.USAGE, args
+        assert "Usage: avsb" in r.stdout and "Commands:" in r.stdout
+        assert "error" not in r.stderr
 
 
 def test_enable_help_warns_about_write_key_on_command_line(avsb):

@@ -30,3 +30,18 @@ def test_tables_carry_no_trailing_spaces(capsys):
     text = capsys.readouterr().out
     assert "a longer value" in text and "a longer cell" in text
     assert [line for line in text.splitlines() if line != line.rstrip()] == []
+
+
+def test_json_documents_pass_through_redaction(capsys):
+    # The last line of defence: a key that reached a document (a server quoting
+    # it back, a value copied into a detail) prints masked under --json too.
+    import json
+
+    from avsb_cli.writekey import mask, remember_secret
+    from tests.conftest import KEY
+
+    remember_secret(KEY)
+    render.Output(json_mode=True).document({"detail": f"Segment said: bad key {KEY}"})
+    text = capsys.readouterr().out
+    assert KEY not in text
+    assert json.loads(text) == {"detail": f"Segment said: bad key {mask(KEY)}"}
