@@ -5,8 +5,8 @@ need them: every Tab of a shell completion re-runs this program, so the
 import path to the completion machinery stays as light as typer itself.
 
 No ``from __future__ import annotations`` here: typer would turn every
-string annotation back into an object with eval and compile on each start
-(about 150 compiles, most of the start-up time measured in bench/).
+string annotation back into an object with eval and compile on each start,
+most of the start-up time (figures: bench/RESULTS.md).
 """
 
 import importlib

@@ -21,9 +21,6 @@ from avsb_cli.errors import (
     ValidationFailedError,
 )
 
-INTEGRATIONS = ("segment",)
-
-
 @contextlib.contextmanager
 def deferred_interrupt() -> Iterator[None]:
     """Hold Ctrl-C until the block ends, so key and config change together."""

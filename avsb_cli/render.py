@@ -65,8 +65,8 @@ class Output:
         from rich.table import Table
         from rich.text import Text
 
-        # A grid (no box, no header) measures and renders in about half the
-        # time of a full Table, which status pays on every run (bench/).
+        # A grid (no box, no header) measures and renders faster than a full
+        # Table, which status pays on every run (bench/RESULTS.md).
         table = Table.grid(padding=(0, 2))
         table.add_column("field", style="bold", no_wrap=True)
         table.add_column("value", overflow="fold")
