@@ -21,6 +21,7 @@ from avsb_cli.errors import (
     ValidationFailedError,
 )
 
+
 @contextlib.contextmanager
 def deferred_interrupt() -> Iterator[None]:
     """Hold Ctrl-C until the block ends, so key and config change together."""
