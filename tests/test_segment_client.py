@@ -1,8 +1,10 @@
 """The Segment client on its own: ``segment.request`` and its retry policy.
 
 Unit tests drive ``request`` through httpx.MockTransport with a fake clock
-and a fake sleep (so a 20-second policy runs in microseconds); the rest talk
-to the real fake Segment on 127.0.0.1, where faults are injected per path.
+and a fake sleep (so a 20-second policy runs in microseconds): the policy,
+and faults a local server can't make. Faults it can make (refused, reset,
+slow, 429, 5xx, redirects, DNS) are tested once, through the CLI, in
+test_faults_network.py; the proxy tests at the end use a real local server.
 """
 
 from __future__ import annotations
