@@ -58,7 +58,9 @@ class AvsbHelpFormatter(HelpFormatter):
         super().write_dl(rows, col_max, col_spacing)
 
     def getvalue(self) -> str:
-        return super().getvalue().replace(_HYPHEN, "-")
+        # No trailing spaces either (click leaves one after a long usage prefix).
+        text = super().getvalue().replace(_HYPHEN, "-")
+        return "\n".join(line.rstrip(" ") for line in text.split("\n"))
 
 
 class AvsbContext(Context):

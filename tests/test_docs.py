@@ -102,6 +102,7 @@ def test_help_survives_a_narrow_terminal(path):
     assert max(len(line) for line in lines) <= WIDTH, r.stdout
     split = [line for line in lines if re.search(r"\w-$", line)]
     assert not split, f"split at a hyphen: {split}"
+    assert [line for line in lines if line != line.rstrip()] == []
     for param in cmd.params:
         for opt in param.opts:
             if opt.startswith("-"):
