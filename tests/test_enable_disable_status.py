@@ -342,6 +342,9 @@ def test_no_terminal_and_no_key_is_a_usage_error_naming_both_ways(avsb, memory_k
         assert memory_keyring.items == {} and config_bytes(config_dir) is None
     r = avsb(*ENABLE, "--json")
     assert r.json()["error"]["code"] == "usage"
+    # A key in the environment is not one to store: still exit 2, saying so.
+    r = avsb(*ENABLE, env={"AVSB_SEGMENT_WRITE_KEY": KEY})
+    assert r.exit_code == ExitCode.USAGE and "never stored" in r.stderr
 
 
 def test_no_terminal_auto_detect_when_asked_for(avsb, memory_keyring, config_dir):

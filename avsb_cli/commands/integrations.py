@@ -1,6 +1,7 @@
 """`avsb integrations ...`: list, and the Segment integration's enable, disable,
 status and validate."""
 
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -227,8 +228,12 @@ def segment_enable(
     key, source = _read_key(write_key, write_key_stdin, write_key_file, prompt)
     if source == "none" and not (store_has_key or auto_detect):
         # No one to ask: a CI job that forgot its key must not pass in auto-detect mode.
+        from avsb_cli.writekey import ENV_KEY
+
+        env = f" ({ENV_KEY} is used by commands but never stored)" if os.environ.get(
+            ENV_KEY) else ""
         raise UsageError(
-            "no write key given, and no terminal to ask for one",
+            f"no write key given, and no terminal to ask for one{env}",
             hint="give the key with --write-key-stdin or --write-key-file, "
                  "or choose no key with --auto-detect",
         )
