@@ -5,8 +5,8 @@ need them: every Tab of a shell completion re-runs this program, so the
 import path to the completion machinery stays as light as typer itself.
 
 No ``from __future__ import annotations`` here: typer would turn every
-string annotation back into an object with eval and compile on each start
-(about 150 compiles, most of the start-up time measured in bench/).
+string annotation back into an object with eval and compile on each start,
+most of the start-up time (figures: bench/RESULTS.md).
 """
 
 import importlib
@@ -15,6 +15,7 @@ import sys
 from typing import Annotated, Any
 
 import typer
+from typer._click import Context, HelpFormatter
 from typer.core import TyperGroup
 
 from avsb_cli import __version__
@@ -32,11 +33,58 @@ LAZY_COMMANDS = {
 }
 
 
+# Help text ------------------------------------------------------------------------
+
+# Stands in for "-" while click wraps help: textwrap breaks after a hyphen
+# (`--write-key-` / `stdin`), which no copy-paste survives. Same width, never
+# a break point; getvalue() puts the hyphens back.
+_HYPHEN = "\x00"
+
+
+class AvsbHelpFormatter(HelpFormatter):
+    """click's help layout, wrapping only at spaces. Examples sit in ``\\b``
+    paragraphs (click's no-rewrap marker), so they print exactly as written."""
+
+    def write_usage(self, prog: str, args: str = "", prefix: str | None = None) -> None:
+        # A required argument reads `SHELL`, as in click, not typer's `{SHELL}`.
+        args = args.replace("{", "").replace("}", "")
+        super().write_usage(prog, args.replace("-", _HYPHEN), prefix)
+
+    def write_text(self, text: str) -> None:
+        super().write_text(text.replace("-", _HYPHEN))
+
+    def write_dl(self, rows: Any, col_max: int = 30, col_spacing: int = 2) -> None:
+        rows = [tuple(col.replace("-", _HYPHEN) for col in row) for row in rows]
+        super().write_dl(rows, col_max, col_spacing)
+
+    def getvalue(self) -> str:
+        # No trailing spaces either (click leaves one after a long usage prefix).
+        text = super().getvalue().replace(_HYPHEN, "-")
+        return "\n".join(line.rstrip(" ") for line in text.split("\n"))
+
+
+class AvsbContext(Context):
+    formatter_class = AvsbHelpFormatter
+
+
+def _polish(command: Any) -> None:
+    """Give a command built by typer, and everything under it, avsb's help:
+    the formatter above, and its docstring's first paragraph whole as the
+    one-line summary in group listings (click cuts it at about 45 characters)."""
+    command.context_class = AvsbContext
+    if not command.short_help and command.help:
+        command.short_help = " ".join(command.help.strip().split("\n\n")[0].split())
+    for sub in getattr(command, "commands", {}).values():
+        _polish(sub)
+
+
 # The app --------------------------------------------------------------------------
 
 
 class AvsbGroup(TyperGroup):
     """The root group: catches AvsbError once, and makes usage errors one line."""
+
+    context_class = AvsbContext
 
     def list_commands(self, ctx: Any) -> list[str]:
         return sorted({*super().list_commands(ctx), *LAZY_COMMANDS})
@@ -49,6 +97,7 @@ class AvsbGroup(TyperGroup):
             # A Typer app of one command builds as that command, else as a group.
             command = build(module.app)
             command.name = cmd_name
+            _polish(command)
             self.add_command(command, cmd_name)
         return super().get_command(ctx, cmd_name)
 
@@ -182,7 +231,10 @@ def root(
 ) -> None:
     """The command line for A vs B's integrations, starting with Segment.
 
-    Example: avsb integrations segment enable --write-key-stdin < key.txt
+    \b
+    Example:
+      avsb integrations segment enable \\
+        --write-key-stdin < key.txt
     """
 
 

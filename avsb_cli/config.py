@@ -135,19 +135,24 @@ def write_atomic(path: Path, text: str) -> None:
 
 @contextlib.contextmanager
 def locked(folder: Path, name: str = LOCK_NAME) -> Iterator[None]:
-    """An exclusive advisory lock on the config folder, for read-modify-write."""
-    import fcntl
+    """An exclusive lock on the config folder, for read-modify-write.
+
+    filelock: flock on Linux and macOS, msvcrt on Windows. The lock file stays
+    (owner-only): deleting it on release would let a waiter and a newcomer
+    each lock a different file of the same name.
+    """
+    import filelock  # only writers pay for the import
 
     _ensure_dir(folder)
+    lock = filelock.FileLock(folder / name, mode=0o600, preserve_lock_file=True)
     try:
-        fd = os.open(folder / name, os.O_RDWR | os.O_CREAT, 0o600)
+        lock.acquire()
     except OSError as exc:
         raise ConfigError(f"cannot lock config folder {folder}: {exc.strerror}") from None
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
         yield
     finally:
-        os.close(fd)  # closing releases the lock
+        lock.release()
 
 
 _warned: set[Path] = set()

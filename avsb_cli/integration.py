@@ -21,8 +21,6 @@ from avsb_cli.errors import (
     ValidationFailedError,
 )
 
-INTEGRATIONS = ("segment",)
-
 
 @contextlib.contextmanager
 def deferred_interrupt() -> Iterator[None]:
@@ -356,6 +354,16 @@ def checks_error(checks: list[dict[str, Any]], prefix: str) -> AvsbError | None:
                                  hint=first["fix"] or None)
 
 
+def validate_error(doc: dict[str, Any]) -> AvsbError | None:
+    """The error a failed validation exits with. No key to check is
+    NOT_CONFIGURED (3), as for test-event; any other failed check is
+    VALIDATION_FAILED (5)."""
+    err = checks_error(doc["checks"], "validation failed")
+    if err and doc["key_state"] in ("none", "missing"):
+        return NotConfiguredError(err.message, hint=err.hint)
+    return err
+
+
 def validation_record(checks: list[dict[str, Any]], key: str | None,
                       checked_at: str | None = None) -> dict[str, Any]:
     """What config keeps of a validation (shown by status as last_validation)."""
@@ -439,6 +447,7 @@ def validate(
         "ok": record["ok"],
         "key_masked": writekey.mask(key) or None,
         "key_source": resolved.source if resolved else "env",
+        "key_state": resolved.state if resolved else "unavailable",
         "region": the_region,
         "endpoint": tracking,
         "delivery_probe": "event" if send_event is not None else "empty batch",

@@ -120,11 +120,6 @@ def backend() -> Any:
     return kr
 
 
-def backend_name() -> str:
-    kr = backend()
-    return f"{type(kr).__module__}.{type(kr).__qualname__}"
-
-
 def reset() -> None:
     """Forget the cached backend (tests switch backends)."""
     global _backend
@@ -167,8 +162,8 @@ def secret_service_lookup(project: str) -> str | None:
     """The key read straight from the Secret Service, or None to ask keyring.
 
     A fast path for reads (status and every command that sends): keyring's
-    import and backend discovery cost about 150 ms, this lookup about 25
-    (bench/). Same item keyring's SecretService backend reads:
+    import and backend discovery cost several times this lookup (figures:
+    bench/RESULTS.md). Same item keyring's SecretService backend reads:
     attributes service and username in the default collection. Anything
     unexpected (no default collection, locked, an error) falls back to
     keyring, which can prompt to unlock and report the problem; only a hang
@@ -179,8 +174,8 @@ def secret_service_lookup(project: str) -> str | None:
 
     def lookup() -> str | None:
         # Plain jeepney calls instead of secretstorage: its encrypted transfer
-        # session imports cryptography and runs a DH exchange, about 60 ms of
-        # a 250 ms status. The "plain" algorithm of the Secret Service spec
+        # session imports cryptography and runs a DH exchange, a large share of
+        # a status run (bench/RESULTS.md). The "plain" algorithm of the Secret Service spec
         # carries the secret over the user's own session bus, which only the
         # user's processes can reach, and they can ask for the secret anyway.
         # (Segment write keys are also shipped in web pages by analytics.js.)

@@ -68,16 +68,14 @@ class Output:
         from rich.table import Table
         from rich.text import Text
 
-        # A grid (no box, no header) measures and renders in about half the
-        # time of a full Table, which status pays on every run (bench/).
+        # A grid (no box, no header) measures and renders faster than a full
+        # Table, which status pays on every run (bench/RESULTS.md).
         table = Table.grid(padding=(0, 2))
         table.add_column("field", style="bold", no_wrap=True)
         table.add_column("value", overflow="fold")
         for name, value in rows:
             table.add_row(name, _text(value))
-        console = _console()
-        console.print(Text(title, style="bold"))
-        console.print(table)
+        _print(Text(title, style="bold"), table)
 
     def table(self, title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
         if self.quiet or self.json_mode:
@@ -89,7 +87,7 @@ class Output:
             table.add_column(col, overflow="fold")
         for row in rows:
             table.add_row(*(_text(v) for v in row))
-        _console().print(table)
+        _print(table)
 
     def error(self, err: AvsbError) -> None:
         line = f"avsb: error: {err.message}"
@@ -98,6 +96,15 @@ class Output:
         sys.stderr.write(redact(" ".join(line.split())) + "\n")
         if self.json_mode:
             self.document({"error": err.to_dict()})
+
+
+def _print(*renderables: Any) -> None:
+    """Print on stdout without the spaces Rich pads each line with to the
+    table's width: a file, diff or grep downstream would carry them."""
+    console = _console()
+    with console.capture() as captured:
+        console.print(*renderables)
+    sys.stdout.write("".join(line.rstrip(" ") + "\n" for line in captured.get().splitlines()))
 
 
 def _text(value: Any) -> Any:

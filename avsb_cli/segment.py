@@ -110,7 +110,7 @@ _SSL_CONTEXTS: dict[tuple[str, str], Any] = {}
 def _ssl_context() -> Any:
     """httpx's default context (certifi, or SSL_CERT_FILE / SSL_CERT_DIR), made once.
 
-    Building one loads the CA bundle (~60-100 ms measured); a process that
+    Building one loads the CA bundle (slow: bench/RESULTS.md); a process that
     builds several clients (tests, backfills) pays for it only once.
     """
     env = (os.environ.get("SSL_CERT_FILE", ""), os.environ.get("SSL_CERT_DIR", ""))
@@ -171,8 +171,8 @@ def build_client(
 ) -> httpx.Client:
     """The one HTTP client, over avsb's own transport (transport.py) unless
     a test passes one. ``tls=False`` for a client that only talks plain http
-    (a local relay or test server): it skips loading the CA bundle, about
-    50 ms, and any https request through it fails certificate checks instead
+    (a local relay or test server): it skips loading the CA bundle (see
+    bench/RESULTS.md), and any https request through it fails certificate checks instead
     of going unverified."""
     policy = policy or Policy()
     _redact_http_logs()

@@ -50,8 +50,8 @@ def mask(key: str | None) -> str:
 
 def fingerprint(key: str) -> str:
     """A short, non-reversible tag to tell keys apart in config and status."""
-    # CPython's builtin SHA-256: hashlib would load OpenSSL first, about 3 ms
-    # of every status run (bench/); the digest is the same.
+    # CPython's builtin SHA-256: hashlib would load OpenSSL first, which every
+    # status run would pay (bench/RESULTS.md); the digest is the same.
     try:
         from _sha256 import sha256  # CPython 3.11
     except ImportError:

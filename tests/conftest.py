@@ -217,9 +217,12 @@ def run_avsb(*args: str, env: dict[str, str], input: str | None = None, timeout:
     """Run ``python -m avsb_cli`` as a real process; returns a Run."""
     import subprocess
 
+    # Without input, stdin is /dev/null, not whatever pytest had (a terminal
+    # under `pytest -s`, where avsb would prompt).
+    stdin = {"input": input} if input is not None else {"stdin": subprocess.DEVNULL}
     proc = subprocess.run(
         [sys.executable, "-m", "avsb_cli", *args],
-        input=input, env=env, capture_output=True, text=True, timeout=timeout,
+        env=env, capture_output=True, text=True, timeout=timeout, **stdin,
     )
     return Run(proc.returncode, proc.stdout, proc.stderr)
 

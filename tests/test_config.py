@@ -43,7 +43,7 @@ def test_default_location_is_typer_app_dir(cli, tmp_path, monkeypatch):
     monkeypatch.delenv("AVSB_CONFIG_DIR")
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    r = cli(*ENABLE, "--no-input", "--json")
+    r = cli(*ENABLE, "--auto-detect", "--json")
     assert r.exit_code == 0, r.output
     import typer
 
@@ -75,7 +75,7 @@ def test_folder_0700_file_0600(cli, config_dir):
 
 
 def test_loose_file_mode_is_warned_about_and_tightened_on_write(cli, config_dir):
-    cli(*ENABLE, "--no-input")
+    cli(*ENABLE, "--auto-detect")
     path = config_dir / "config.toml"
     path.chmod(0o644)
     config._warned.clear()
@@ -94,12 +94,14 @@ def test_no_temp_files_left_behind(cli, config_dir):
     assert names == {"config.toml", ".lock"}
 
 
-def test_write_atomic_fsyncs_before_rename(tmp_path, monkeypatch):
+def test_write_atomic_fsyncs_the_file_before_rename_and_the_folder_after(tmp_path,
+                                                                         monkeypatch):
     calls: list[str] = []
     real_fsync, real_replace = os.fsync, os.replace
 
     def fsync(fd):  # type: ignore[no-untyped-def]
-        calls.append("fsync")
+        # The folder's fsync is what makes the rename itself survive a power cut.
+        calls.append("fsync folder" if stat.S_ISDIR(os.fstat(fd).st_mode) else "fsync file")
         return real_fsync(fd)
 
     def replace(a, b):  # type: ignore[no-untyped-def]
@@ -110,7 +112,7 @@ def test_write_atomic_fsyncs_before_rename(tmp_path, monkeypatch):
     monkeypatch.setattr(os, "replace", replace)
     target = tmp_path / "c" / "config.toml"
     config.write_atomic(target, "a = 1\n")
-    assert calls[:2] == ["fsync", "replace"]
+    assert calls == ["fsync file", "replace", "fsync folder"]
     assert target.read_text() == "a = 1\n"
     assert mode(target) == 0o600
 

@@ -52,7 +52,8 @@ DRY_RUN = {"project": {S}, "dry_run": {B}, "message_id": {S}, "user_id": {S, NUL
            "anonymous_id": {S, NULL}, "anonymous_id_generated": {B}, "endpoint": {S},
            "payload": {OBJ}}
 VALIDATE = {
-    "project": {S}, "ok": {B}, "key_masked": {S, NULL}, "key_source": {S}, "region": {S},
+    "project": {S}, "ok": {B}, "key_masked": {S, NULL}, "key_source": {S}, "key_state": {S},
+    "region": {S},
     "endpoint": {S}, "delivery_probe": {S}, "checks": {ARR}, "checked_at": {S},
     "recorded": {B},
     # with --send-event:
@@ -74,7 +75,7 @@ CHECK = {"name": {S}, "title": {S}, "status": {S}, "detail": {S}, "fix": {S}}
 ERROR = {"error": {OBJ}}
 ERROR_BODY = {"code": {S}, "message": {S}, "hint": {S}}
 ERROR_CODES = {"usage", "not_configured", "keyring_unavailable", "invalid_key",
-               "validation_failed", "network", "config", "input", "error"}
+               "validation_failed", "network", "config", "input", "interrupted", "error"}
 
 
 def json_type(value: object) -> str:
@@ -312,10 +313,21 @@ FAILURES = {
 }
 
 
-def test_each_failure_class_has_its_own_code():
-    codes = [spec[0] for spec in FAILURES.values()]
-    assert len(set(codes)) == len(codes)
-    assert {spec[1] for spec in FAILURES.values()} <= ERROR_CODES
+def test_the_table_covers_every_exit_code_and_error_code():
+    # A new ExitCode or AvsbError without a row above (or without a place in
+    # the README) fails here. OK, ERROR and INTERRUPTED have tests of their own.
+    from avsb_cli import errors
+
+    classes = [c for c in vars(errors).values()
+               if isinstance(c, type) and issubclass(c, errors.AvsbError)]
+    assert {c.code for c in classes} == ERROR_CODES
+    assert {spec[0] for spec in FAILURES.values()} == (
+        set(ExitCode) - {ExitCode.OK, ExitCode.ERROR, ExitCode.INTERRUPTED})
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    for code in ERROR_CODES:
+        assert f"`{code}`" in readme, code
+    for exit_code in ExitCode:
+        assert f"| {exit_code.value} | {exit_code.name} |" in readme, exit_code
 
 
 @pytest.mark.parametrize("mode", ["text", "json"])
@@ -534,14 +546,15 @@ def test_plain_output_without_a_terminal():
 
 
 def test_no_input_never_prompts_even_on_a_terminal(config_dir):
+    # No prompt: with no key to keep, a usage error that names the ways to give one.
     code, out = _pty_run(["integrations", "segment", "enable", "--no-input"], _terminal_env())
-    assert code == 0, out
+    assert code == ExitCode.USAGE, out
     assert b"Segment write key (blank" not in out
-    assert b"Auto-detect mode" in out
+    assert b"--auto-detect" in out
     # AVSB_NO_INPUT=1 is the same.
     code, out = _pty_run(["integrations", "segment", "enable", "--project", "p2"],
                          _terminal_env(AVSB_NO_INPUT="1"))
-    assert code == 0 and b"Segment write key (blank" not in out
+    assert code == ExitCode.USAGE and b"Segment write key (blank" not in out
 
 
 def test_a_terminal_without_no_input_does_prompt(config_dir, tmp_path):
@@ -559,6 +572,6 @@ def test_a_terminal_without_no_input_does_prompt(config_dir, tmp_path):
 
 def test_no_prompt_without_a_terminal(cli):
     r = cli("integrations", "segment", "enable", input="")
-    assert r.exit_code == 0, r.output
+    assert r.exit_code == ExitCode.USAGE, r.output
     assert "Segment write key" not in r.output
-    assert "no terminal to ask for a key" in r.stderr
+    assert "--auto-detect" in r.stderr and "--write-key-stdin" in r.stderr

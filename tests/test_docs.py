@@ -14,7 +14,7 @@ import typer.main
 from typer._click import Context
 
 from avsb_cli.cli import app
-from tests.conftest import ROOT
+from tests.conftest import ROOT, avsb_env, run_avsb
 
 README = (ROOT / "README.md").read_text(encoding="utf-8")
 
@@ -62,13 +62,78 @@ def test_help_works(cli, path):
     assert not set("╭╮╰╯│─") & set(r.stdout), r.stdout
 
 
+def _example(cmd) -> list[str]:  # type: ignore[no-untyped-def]
+    """The example block of a command's docstring: a \\b (no-rewrap) paragraph
+    starting "Example:", as lines without the common indent."""
+    import inspect
+
+    for par in inspect.cleandoc(cmd.help or "").split("\n\n"):
+        lines = par.splitlines()
+        if lines and lines[0] == "\b" and lines[1:2] == ["Example:"]:
+            return lines[2:]
+    return []
+
+
 @pytest.mark.parametrize("path", [()] + [p for p, _ in LEAVES], ids=_name)
 def test_help_has_an_example(cli, path):
+    cmd = dict((p, c) for p, c, _ in COMMANDS)[path]
+    example = _example(cmd)
+    assert example, f"{_name(path)}: no '\\b' paragraph starting 'Example:' in its docstring"
+    assert example[0].lstrip().startswith(("avsb ", "printf ")), example
+    assert "avsb " in " ".join(example)
+
+
+WIDTH = 60
+
+
+def _narrow_help(path: tuple[str, ...]):  # type: ignore[no-untyped-def]
+    # A real process: the test runner forces click's width to 80.
+    return run_avsb(*path, "--help", env=avsb_env(COLUMNS=str(WIDTH)))
+
+
+@pytest.mark.parametrize("path", [p for p, _, _ in COMMANDS], ids=_name)
+def test_help_survives_a_narrow_terminal(path):
+    """At 60 columns nothing is cut: no line is wider, no word is split at a
+    hyphen, every option name and the example print whole, as written."""
+    cmd = dict((p, c) for p, c, _ in COMMANDS)[path]
+    r = _narrow_help(path)
+    assert r.exit_code == 0, r.output
+    lines = r.stdout.splitlines()
+    assert max(len(line) for line in lines) <= WIDTH, r.stdout
+    split = [line for line in lines if re.search(r"\w-$", line)]
+    assert not split, f"split at a hyphen: {split}"
+    assert [line for line in lines if line != line.rstrip()] == []
+    for param in cmd.params:
+        for opt in param.opts:
+            if opt.startswith("-"):
+                assert re.search(rf"(?<![\w-]){re.escape(opt)}(?![\w-])", r.stdout), opt
+    example = _example(cmd)
+    if example:
+        # Copy-paste gets what the docstring says, line for line, indent included.
+        assert "\n".join("  " + line for line in example) in r.stdout, r.stdout
+
+
+@pytest.mark.parametrize("path", [p for p, _, is_group in COMMANDS if is_group], ids=_name)
+def test_group_listing_shows_each_summary_whole(path):
+    cmd = dict((p, c) for p, c, _ in COMMANDS)[path]
+    r = _narrow_help(path)
+    listing = " ".join(r.stdout.split("Commands:", 1)[1].split())
+    assert "..." not in listing
+    for name in cmd.list_commands(Context(cmd)):
+        first = (cmd.get_command(Context(cmd), name).help or "").strip().split("\n\n")[0]
+        assert f"{name} {' '.join(first.split())}" in listing
+
+
+@pytest.mark.parametrize("path", [p for p, _ in LEAVES], ids=_name)
+def test_every_option_has_help_and_says_what_goes_there(cli, path):
+    cmd = dict((p, c) for p, c, _ in COMMANDS)[path]
+    for param in cmd.params:
+        if getattr(param, "param_type_name", "") == "option" and param.opts != ["--help"]:
+            assert (param.help or "").strip(), f"{_name(path)} {param.opts[0]} has no help"
     r = cli(*path, "--help")
-    examples = [line.strip() for line in r.stdout.splitlines()
-                if line.strip().startswith("Example:")]
-    assert examples, f"{_name(path)} --help has no 'Example:' line"
-    assert all("avsb " in e for e in examples), examples
+    # Labels are words (NAME, SHELL) or choices (<us|eu>), never a type or typer's {x}:<y>.
+    for bad in ("<str>", "<float>", "<int>", "<path>", "{", ":<"):
+        assert bad not in r.stdout, f"{_name(path)} --help shows {bad!r}"
 
 
 @pytest.mark.parametrize("path", [p for p, _ in LEAVES], ids=_name)

@@ -107,10 +107,14 @@ def test_python_dash_m_runs_the_same_cli(config_dir):
     assert doc["config_path"] == str(config_dir / "config.toml")
 
 
-def test_no_arguments_prints_help_not_an_error(avsb):
-    r = avsb()
-    assert "integrations" in r.stdout and "Usage" in r.stdout
-    assert "error" not in r.stderr
+def test_no_arguments_prints_help_and_exits_2(avsb):
+    # The help, not an error line; but exit 2 (usage), so `avsb $CMD` with an
+    # empty $CMD does not pass in a script.
+    for args in ((), ("integrations",), ("integrations", "segment"), ("segment",)):
+        r = avsb(*args)
+        assert r.exit_code == ExitCode.USAGE, args
+        assert "Usage: avsb" in r.stdout and "Commands:" in r.stdout
+        assert "error" not in r.stderr
 
 
 def test_enable_help_warns_about_write_key_on_command_line(avsb):
@@ -295,27 +299,58 @@ def test_no_keyring_is_said_before_the_prompt_asks_for_a_secret(avsb, config_dir
     assert "Segment write key" in r.stderr
 
 
-def test_no_input_never_prompts(avsb, memory_keyring, monkeypatch):
+def test_no_input_never_prompts(avsb, memory_keyring, config_dir, monkeypatch):
     monkeypatch.setattr(cli_mod, "interactive", lambda no_input: not no_input)
     r = avsb(*ENABLE, "--no-input", input=KEY + "\n")
-    assert r.exit_code == 0, r.output
+    assert r.exit_code == ExitCode.USAGE, r.output
     assert "Segment write key" not in r.output
-    assert memory_keyring.items == {}
+    assert memory_keyring.items == {} and config_bytes(config_dir) is None
     monkeypatch.setenv("AVSB_NO_INPUT", "1")
     r = avsb(*ENABLE, "-p", "p2", input=KEY + "\n")
     assert "Segment write key" not in r.output and memory_keyring.items == {}
 
 
-def test_interactive_needs_a_terminal():
-    # Under pytest stdin is not a terminal: no prompt, whatever --no-input says.
-    assert cli_mod.interactive(False) is False
-    assert cli_mod.interactive(True) is False
+@pytest.mark.parametrize(("stdin_tty", "stderr_tty", "no_input", "asks"), [
+    (True, True, False, True),
+    (True, True, True, False),  # --no-input
+    (False, True, False, False),  # a pipe or a file on stdin
+    (True, False, False, False),  # stderr, where the prompt goes, redirected
+])
+def test_interactive_needs_a_terminal_on_both_ends(monkeypatch, stdin_tty, stderr_tty,
+                                                   no_input, asks):
+    # Set both ends explicitly: under `pytest -s` at a terminal they are real ttys.
+    monkeypatch.setattr(cli_mod.sys, "stdin", _Tty(stdin_tty))
+    monkeypatch.setattr(cli_mod.sys, "stderr", _Tty(stderr_tty))
+    assert cli_mod.interactive(no_input) is asks
 
 
-def test_no_terminal_means_auto_detect_and_says_so(avsb, memory_keyring, config_dir):
-    r = avsb(*ENABLE)
+class _Tty:
+    def __init__(self, tty: bool) -> None:
+        self.tty = tty
+
+    def isatty(self) -> bool:
+        return self.tty
+
+
+def test_no_terminal_and_no_key_is_a_usage_error_naming_both_ways(avsb, memory_keyring,
+                                                                   config_dir):
+    # A CI job that forgot its key must fail, not pass in auto-detect mode.
+    for args in ((), ("--json",), ("--no-input", "--region", "eu")):
+        r = avsb(*ENABLE, *args)
+        assert r.exit_code == ExitCode.USAGE, r.output
+        assert "--auto-detect" in r.stderr and "--write-key-stdin" in r.stderr
+        assert memory_keyring.items == {} and config_bytes(config_dir) is None
+    r = avsb(*ENABLE, "--json")
+    assert r.json()["error"]["code"] == "usage"
+    # A key in the environment is not one to store: still exit 2, saying so.
+    r = avsb(*ENABLE, env={"AVSB_SEGMENT_WRITE_KEY": KEY})
+    assert r.exit_code == ExitCode.USAGE and "never stored" in r.stderr
+
+
+def test_no_terminal_auto_detect_when_asked_for(avsb, memory_keyring, config_dir):
+    r = avsb(*ENABLE, "--auto-detect")
     assert r.exit_code == 0, r.output
-    assert "Auto-detect" in r.stderr and "no terminal" in r.stderr
+    assert "Auto-detect" in r.stderr
     assert memory_keyring.items == {}
     seg = seg_config(config_dir)
     assert seg == seg | {"enabled": True, "mode": "auto-detect", "key_storage": "none"}
@@ -506,7 +541,7 @@ def test_unknown_region_is_a_usage_error(avsb, config_dir):
     ],
 )
 def test_endpoint_normalised(avsb, config_dir, given, stored):
-    r = avsb(*ENABLE, "--endpoint", given, "--json")
+    r = avsb(*ENABLE, "--auto-detect", "--endpoint", given, "--json")
     assert r.exit_code == 0, r.output
     doc = r.json()
     assert doc["endpoint"] == stored and doc["endpoint_source"] == "custom"
@@ -541,8 +576,8 @@ def test_endpoint_refused(avsb, memory_keyring, config_dir, given, says):
 
 
 def test_endpoint_default_goes_back_to_region(avsb):
-    avsb(*ENABLE, "--endpoint", "https://seg.example.com", "--region", "eu")
-    doc = avsb(*ENABLE, "--endpoint", "default", "--json").json()
+    avsb(*ENABLE, "--auto-detect", "--endpoint", "https://seg.example.com", "--region", "eu")
+    doc = avsb(*ENABLE, "--auto-detect", "--endpoint", "default", "--json").json()
     assert doc["endpoint"] == "https://events.eu1.segmentapis.com"
     assert doc["endpoint_source"] == "region"
 

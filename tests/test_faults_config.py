@@ -275,6 +275,9 @@ from avsb_cli.config import ConfigStore, read_toml
 
 store = ConfigStore(Path(sys.argv[1]))
 n = read_toml(store.path).get("n", 0)
+# One write before "ready": the first one imports the lock library, and the
+# kills below should land in writes, not in that import.
+store.update(lambda d, n=n: d.update({"n": n, "pad": "x" * (n * 7919 % 300_000)}))
 print("ready", flush=True)
 while True:
     n += 1

@@ -13,7 +13,7 @@ import json
 import pytest
 
 from avsb_cli import segment as seg_mod
-from avsb_cli.errors import ExitCode, NetworkError
+from avsb_cli.errors import ExitCode
 from tests.conftest import KEY, one_error_line
 from tests.support.fakesegment import FakeSegment, closed_port_url
 
@@ -92,7 +92,7 @@ def test_slower_than_the_timeout_is_exit_6(cli, keyed, monkeypatch):
     monkeypatch.setenv("AVSB_TIMEOUT", "0.2")
     keyed.fault("/v1/track", delay=0.6)
     line = one_error_line(send_event(cli), ExitCode.NETWORK)
-    assert "timed out" in line
+    assert "timed out" in line and "--timeout" in line  # the way out
     assert keyed.wait_idle()
     # The slow answer still recorded the event; nothing else arrived.
     assert len(keyed.unique_events) <= 1
@@ -117,18 +117,6 @@ def test_slow_first_answer_is_retried_with_same_message_id(keyed):
 # 429 and 5xx ----------------------------------------------------------------------
 
 
-def test_429_retry_after_is_honoured(keyed):
-    keyed.fault("/v1/track", status=429, retry_after="0.25")
-    policy = seg_mod.Policy(deadline=5)
-    waits: list[float] = []
-    msg = seg_mod.experiment_event(experiment_id="e", experiment_name="E", variation_id="v",
-                                   variation_name="V", anonymous_id="a")
-    with seg_mod.build_client(policy=policy) as client:
-        d = seg_mod.send_track(client, keyed.url, KEY, msg, policy, sleep=waits.append)
-    assert d.attempts == 2 and waits == [0.25]
-    assert list(keyed.unique_events) == [msg["messageId"]]
-
-
 def test_429_through_the_cli(cli, keyed):
     keyed.fault("/v1/track", status=429, retry_after="0")
     r = send_event(cli, "--json")
@@ -142,16 +130,6 @@ def test_429_retry_after_past_the_cap_is_not_waited_for(cli, keyed):
     line = one_error_line(send_event(cli), ExitCode.NETWORK)
     assert "429" in line and "retry after 3600s" in line
     assert len(keyed.requests) == 1 and not keyed.events
-
-
-def test_429_retry_after_as_http_date(keyed):
-    keyed.fault("/v1/batch", status=429, retry_after="Wed, 21 Oct 2015 07:28:00 GMT")
-    policy = seg_mod.Policy(deadline=5)
-    waits: list[float] = []
-    with seg_mod.build_client(policy=policy) as client:
-        d = seg_mod.request(client, "POST", f"{keyed.url}/v1/batch", policy=policy, key=KEY,
-                            content=b'{"batch":[]}', sleep=waits.append)
-    assert d.attempts == 2 and waits == [0.0]  # a date in the past: retry at once
 
 
 def test_5xx_burst_then_success_records_one_event(cli, keyed, fast_retries):
@@ -190,7 +168,8 @@ def test_redirect_to_another_host_is_not_followed(cli, keyed, status):
         other.add_key(KEY)
         keyed.fault("/v1/track", status=status, location=f"{other.url}/v1/track")
         line = one_error_line(send_event(cli), ExitCode.NETWORK)
-        assert "not followed" in line
+        assert "not followed" in line and f"HTTP {status}" in line
+        assert f"redirect to {other.url.split('//')[1]}" in line  # where it pointed
         assert other.requests == []
     assert not keyed.events
 
@@ -273,7 +252,8 @@ def test_unresolvable_host_is_exit_6_without_retries(cli, monkeypatch, fast_retr
     monkeypatch.setenv("AVSB_SEGMENT_WRITE_KEY", KEY)
     monkeypatch.setenv("AVSB_SEGMENT_ENDPOINT", "https://api.segment.invalid")
     line = one_error_line(send_event(cli), ExitCode.NETWORK)
-    assert "api.segment.invalid" in line and "DNS" in line and "1 attempt" not in line
+    assert "api.segment.invalid" in line and "DNS" in line
+    assert "attempts" not in line  # not retried: retries would end in "after 6 attempts"
 
 
 def test_unresolvable_cdn_fails_the_key_check(cli, monkeypatch, segment):
@@ -284,15 +264,6 @@ def test_unresolvable_cdn_fails_the_key_check(cli, monkeypatch, segment):
     checks = {c["name"]: c for c in r.json()["checks"]}
     assert checks["key_known"]["status"] == "fail" and "DNS" in checks["key_known"]["detail"]
     assert checks["delivery"]["status"] == "pass"  # the tracking API still answered
-
-
-def test_dns_failure_is_raised_once(monkeypatch):
-    policy = seg_mod.Policy(deadline=5)
-    with seg_mod.build_client(policy=policy) as client, pytest.raises(NetworkError) as info:
-        seg_mod.request(client, "POST", "https://api.segment.invalid/v1/track",
-                        policy=policy, key=KEY, content=b"{}",
-                        sleep=lambda s: pytest.fail("a DNS failure must not be retried"))
-    assert "could not resolve the host name (DNS)" in info.value.message
 
 
 def test_error_documents_are_one_json_document(cli, monkeypatch, fast_retries):

@@ -73,7 +73,7 @@ BROKEN = {
 @pytest.mark.parametrize("source", ["option", "stdin"])
 def test_unusable_keyring_exit_4_with_ways_out(cli, config_dir, memory_keyring, case, source):
     # A project already enabled in auto-detect mode: the refusal must not touch it.
-    assert cli(*ENABLE, "--no-input").exit_code == 0
+    assert cli(*ENABLE, "--auto-detect").exit_code == 0
     before = config_bytes(config_dir)
     make, says = BROKEN[case]
     use_backend(make())
@@ -94,7 +94,7 @@ def test_unusable_keyring_exit_4_with_ways_out(cli, config_dir, memory_keyring, 
 
 
 def test_hanging_keyring_times_out(cli, config_dir, hanging, monkeypatch):
-    cli(*ENABLE, "--no-input")
+    cli(*ENABLE, "--auto-detect")
     before = config_bytes(config_dir)
     monkeypatch.setenv("AVSB_KEYRING_TIMEOUT", "0.5")
     use_backend(hanging)
@@ -168,7 +168,7 @@ def test_insecure_storage_is_the_way_out(cli, config_dir):
 def test_env_key_is_the_way_out_in_ci(cli, monkeypatch):
     use_backend(fail.Keyring())
     monkeypatch.setenv("AVSB_SEGMENT_WRITE_KEY", KEY)
-    cli(*ENABLE, "--no-input")
+    cli(*ENABLE, "--auto-detect")
     doc = cli(*STATUS, "--json").json()
     assert doc["key_source"] == "env" and doc["key_masked"] == "…" + KEY[-4:]
 
@@ -203,8 +203,8 @@ def test_roundtrip_and_username(memory_keyring):
     assert memory_keyring.items == {}
 
 
-def test_backend_name_is_the_chosen_backend(memory_keyring):
-    assert keystore.backend_name() == "tests.support.memkeyring.MemoryKeyring"
+def test_backend_is_the_chosen_backend(memory_keyring):
+    assert keystore.backend() is memory_keyring
 
 
 @pytest.mark.parametrize("value", ["abc", "", "-1", "nan", "inf", "1e400"])
@@ -278,7 +278,7 @@ def test_keyringrc_cfg_is_honoured(tmp_path):
 )
 def test_unusable_backend_in_a_real_process(tmp_path, config_dir, backend, says):
     env = avsb_env(PYTHON_KEYRING_BACKEND=backend)
-    assert run_avsb(*ENABLE, "--no-input", env=env).exit_code == 0
+    assert run_avsb(*ENABLE, "--auto-detect", env=env).exit_code == 0
     before = config_bytes(config_dir)
     r = run_avsb(*ENABLE, "--write-key-stdin", env=env, input=KEY)
     assert r.exit_code == ExitCode.KEYRING_UNAVAILABLE, r.stderr

@@ -153,7 +153,7 @@ def test_locked_collection_is_exit_4(locked_secret_service, config_dir):
     env.pop("PYTHON_KEYRING_BACKEND", None)
     env.pop("DISPLAY", None)
     env["AVSB_KEYRING_TIMEOUT"] = "10"
-    assert avsb(env, *ENABLE, "--no-input").exit_code == 0
+    assert avsb(env, *ENABLE, "--auto-detect").exit_code == 0
     before = (config_dir / "config.toml").read_bytes()
     r = avsb(env, *ENABLE, "--write-key-stdin", input=KEY)
     assert r.exit_code == ExitCode.KEYRING_UNAVAILABLE, r.stderr

@@ -1,8 +1,10 @@
 """The Segment client on its own: ``segment.request`` and its retry policy.
 
 Unit tests drive ``request`` through httpx.MockTransport with a fake clock
-and a fake sleep (so a 20-second policy runs in microseconds); the rest talk
-to the real fake Segment on 127.0.0.1, where faults are injected per path.
+and a fake sleep (so a 20-second policy runs in microseconds): the policy,
+and faults a local server can't make. Faults it can make (refused, reset,
+slow, 429, 5xx, redirects, DNS) are tested once, through the CLI, in
+test_faults_network.py; the proxy tests at the end use a real local server.
 """
 
 from __future__ import annotations
@@ -88,9 +90,9 @@ def test_other_statuses_fail_at_once_with_segments_message(status):
     with pytest.raises(NetworkError) as info:
         send(mock([(status, {}, b'{"message": "Exceed payload limit"}')], seen), ft=ft)
     assert len(seen) == 1 and ft.sleeps == []
-    assert info.value.message == (
-        f"api.segment.io refused the request: HTTP {status}: Exceed payload limit"
-    )
+    # The facts: which host, which status, and what Segment said.
+    msg = info.value.message
+    assert "api.segment.io" in msg and f"HTTP {status}: Exceed payload limit" in msg
 
 
 def test_a_plain_text_error_body_is_shown_in_one_short_line():
@@ -107,37 +109,6 @@ def test_the_key_is_masked_if_segment_echoes_it():
     assert KEY not in info.value.message and KEY[-4:] in info.value.message
 
 
-@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
-def test_redirects_are_never_followed(status):
-    seen: list[httpx.Request] = []
-    with pytest.raises(NetworkError) as info:
-        send(mock([(status, {"Location": "https://evil.example/collect"}, b"")], seen))
-    assert [str(r.url) for r in seen] == [URL]
-    assert "redirect to evil.example" in info.value.message
-    assert "not followed" in info.value.message
-
-
-def test_connection_errors_are_retried_and_named():
-    ft = FakeTime()
-    refused = httpx.ConnectError("[Errno 111] Connection refused")
-    d = send(mock([refused, refused, 200]), ft=ft)
-    assert d.attempts == 3 and d.causes == ["connection refused"] * 2
-
-
-def test_dns_failure_is_not_retried():
-    def handler(request):
-        raise httpx.ConnectError("lookup failed") from socket.gaierror(
-            socket.EAI_NONAME, "Name or service not known")
-
-    ft = FakeTime()
-    with pytest.raises(NetworkError) as info:
-        send(httpx.MockTransport(handler), ft=ft)
-    assert ft.sleeps == []
-    assert info.value.message == (
-        "cannot reach api.segment.io: could not resolve the host name (DNS)")
-    assert "DNS" in (info.value.hint or "")
-
-
 def test_tls_failure_is_not_retried():
     import ssl
 
@@ -150,16 +121,16 @@ def test_tls_failure_is_not_retried():
     assert ft.sleeps == [] and "TLS handshake failed" in info.value.message
 
 
+# Faults a local server makes for real (refused, reset, slow, 429, 5xx, redirects, DNS)
+# are tested once, through the CLI, in test_faults_network.py. Here: what it can't.
 @pytest.mark.parametrize(
     "exc, cause",
     [
         (httpx.ConnectTimeout("t"), "timed out connecting"),
-        (httpx.ReadTimeout("t"), "timed out waiting for the response"),
         (httpx.WriteTimeout("t"), "timed out"),
-        (httpx.RemoteProtocolError("peer closed"), "the server closed the connection mid-response"),
     ],
 )
-def test_timeouts_and_cut_connections_are_retried(exc, cause):
+def test_connect_and_write_timeouts_are_retried(exc, cause):
     d = send(mock([exc, 200]))
     assert d.attempts == 2 and d.causes == [cause]
 
@@ -341,72 +312,6 @@ def _track(server_url, policy, ft=None, **fields):
     with seg.build_client(policy=policy) as client:
         return msg, seg.send_track(client, server_url, KEY, msg, policy, sleep=ft.sleep,
                                    clock=ft.clock)
-
-
-def test_5xx_burst_then_success_records_one_event(server):
-    server.fault("/v1/track", status=503, times=2)
-    server.fault("/v1/track", status=500)
-    msg, d = _track(server.url, seg.Policy(deadline=5))
-    assert (d.status, d.attempts) == (200, 4)
-    assert [r.json["messageId"] for r in server.requests] == [msg["messageId"]] * 4
-    assert [r.status for r in server.requests] == [503, 503, 500, 200]
-    assert len(server.events) == 1 and server.events[0]["messageId"] == msg["messageId"]
-
-
-def test_429_retry_after_from_the_server(server):
-    server.fault("/v1/track", status=429, retry_after="1")
-    ft = FakeTime()
-    _, d = _track(server.url, seg.Policy(deadline=5), ft=ft)
-    assert d.attempts == 2 and ft.sleeps == [1.0]
-    assert len(server.events) == 1
-
-
-def test_400_from_the_server_is_not_retried(server):
-    server.fault("/v1/track", status=400, body=b'{"success":false,"message":"Invalid JSON"}')
-    with pytest.raises(NetworkError) as info:
-        _track(server.url, seg.Policy(deadline=5))
-    assert len(server.requests) == 1 and server.events == []
-    host = server.url.split("//")[1]
-    assert info.value.message == f"{host} refused the request: HTTP 400: Invalid JSON"
-
-
-def test_an_answer_slower_than_the_timeout(server):
-    server.fault("/v1/track", delay=0.5)
-    policy = seg.Policy(deadline=0.2, read_timeout=0.2)
-    with pytest.raises(NetworkError) as info:
-        _track(server.url, policy, ft=None)
-    host = server.url.split("//")[1]
-    assert host in info.value.message and "timed out" in info.value.message
-    assert "--timeout" in (info.value.hint or "")
-    assert server.wait_idle()
-
-
-def test_a_closed_port(monkeypatch):
-    url = closed_port_url()
-    ft = FakeTime()
-    with pytest.raises(NetworkError) as info:
-        _track(url, seg.Policy(attempts=3), ft=ft)
-    assert info.value.message.startswith(f"gave up on {url.split('//')[1]} after 3 attempts")
-    assert info.value.message.endswith("connection refused") and len(ft.sleeps) == 2
-
-
-def test_an_unknown_host_name():
-    ft = FakeTime()
-    with pytest.raises(NetworkError) as info:
-        _track("https://segment.invalid", seg.Policy(), ft=ft)
-    assert ft.sleeps == []
-    assert info.value.message == (
-        "cannot reach segment.invalid: could not resolve the host name (DNS)")
-
-
-def test_a_redirect_to_another_host_does_not_carry_the_key(server):
-    with FakeSegment() as other:
-        server.fault("/v1/track", status=307, location=f"{other.url}/v1/track")
-        with pytest.raises(NetworkError) as info:
-            _track(server.url, seg.Policy())
-        assert other.requests == []
-    assert "not followed" in info.value.message
-    assert len(server.requests) == 1 and server.events == []
 
 
 def test_loopback_never_goes_through_a_proxy_from_the_environment(server, monkeypatch):

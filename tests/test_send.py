@@ -432,6 +432,21 @@ def test_refused_batch_goes_to_the_failed_file_and_the_rest_is_sent(cli, enabled
     assert "Exceed payload limit" in r.stderr
 
 
+def test_undelivered_events_win_over_bad_lines_in_the_exit_code(cli, enabled, tmp_path):
+    # Both at once: exit 6, not 8. A job that retries on 6 then sends the
+    # failed-events file; an 8 would read "fix your file" and lose them.
+    src = write_jsonl(tmp_path / "e.jsonl", [enrollment(0), {"experiment_id": "x"},
+                                             enrollment(1)])
+    enabled.fault("/v1/batch", status=400, body=b'{"message":"nope"}')
+    for mode in ((), ("--json",)):
+        r = cli("segment", "send", str(src), "--failed-file", str(tmp_path / "f.jsonl"),
+                *mode)
+        assert r.exit_code == ExitCode.NETWORK, r.output
+        enabled.fault("/v1/batch", status=400, body=b'{"message":"nope"}')
+    doc = r.json()
+    assert doc["skipped"] == 1 and doc["failed"] == 2 and doc["sent"] == 0
+
+
 def test_failed_file_must_not_be_the_input(cli, enabled, tmp_path):
     src = write_jsonl(tmp_path / "e.jsonl", range(2))
     r = cli("segment", "send", str(src), "--failed-file", str(src))

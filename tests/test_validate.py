@@ -238,11 +238,27 @@ def test_no_key_fails_the_first_check_with_the_fix(cli, segment):
     r = cli(*ENABLE, "--auto-detect")
     assert r.exit_code == 0, r.output
     r = validate(cli, "--json")
-    assert r.exit_code == ExitCode.VALIDATION_FAILED
+    assert r.exit_code == ExitCode.NOT_CONFIGURED
+    assert r.json()["key_state"] == "none"
     c = checks_of(r)
     assert c["key_format"]["status"] == "fail" and "auto-detect" in c["key_format"]["detail"]
     assert "--write-key-stdin" in c["key_format"]["fix"]
     assert [c[n]["status"] for n in NAMES[1:]] == ["skip"] * 3
+    assert segment.requests == []
+
+
+@pytest.mark.parametrize("situation", ["never enabled", "auto-detect", "key gone"])
+def test_no_usable_key_is_not_configured_for_validate_and_test_event_alike(
+        cli, segment, memory_keyring, situation):
+    if situation == "auto-detect":
+        assert cli(*ENABLE, "--auto-detect").exit_code == 0
+    elif situation == "key gone":
+        assert cli(*ENABLE, "--write-key-stdin", input=KEY).exit_code == 0
+        memory_keyring.items.clear()
+    for command in ("validate", "test-event"):
+        r = cli("segment", command, "--json")
+        assert r.exit_code == ExitCode.NOT_CONFIGURED, (command, r.output)
+        assert "--write-key-stdin" in r.stderr or "enable" in r.stderr
     assert segment.requests == []
 
 

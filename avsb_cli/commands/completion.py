@@ -18,11 +18,14 @@ class Shell(str, Enum):
 
 
 @app.command("completion")
-def completion(shell: Annotated[Shell, typer.Argument(help="The shell to print a script for.")]
-               ) -> None:
+def completion(shell: Annotated[Shell, typer.Argument(
+        metavar="SHELL", help="bash, zsh, fish or powershell.")]) -> None:
     """Print the completion script for SHELL (bash, zsh, fish, powershell).
 
-    Example: avsb completion bash > ~/.local/share/bash-completion/completions/avsb
+    \b
+    Example:
+      avsb completion bash \\
+        > ~/.local/share/bash-completion/completions/avsb
     """
     from avsb_cli.completion import script
 

@@ -1,6 +1,7 @@
 """`avsb integrations ...`: list, and the Segment integration's enable, disable,
 status and validate."""
 
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -35,7 +36,9 @@ def integrations_list(
 ) -> None:
     """List the project's integrations and their state.
 
-    Example: avsb integrations list --project shop
+    \b
+    Example:
+      avsb integrations list --project shop
     """
     from avsb_cli import integration
 
@@ -164,7 +167,8 @@ def segment_enable(
     ] = False,
     region: Annotated[
         Region | None,
-        typer.Option("--region", help="Segment region of the workspace [default: us]."),
+        typer.Option("--region", help="Segment region of the workspace [default: us, "
+                                      "or the configured one on a re-run]."),
     ] = None,
     endpoint: Annotated[
         str | None,
@@ -190,10 +194,14 @@ def segment_enable(
     """Turn the Segment integration on, optionally with a write key.
 
     Without a key option, a terminal asks for the key (blank: auto-detect
-    mode); without a terminal, a new project gets auto-detect mode and a
-    configured one keeps its key. Running it again updates the settings.
+    mode) and a project with a stored key keeps it; without a terminal, a
+    project with no key needs --auto-detect or a key option. Running it
+    again updates the settings.
 
-    Example: printf %s "$SEGMENT_WRITE_KEY" | avsb integrations segment enable --write-key-stdin
+    \b
+    Example:
+      printf %s "$SEGMENT_WRITE_KEY" |
+        avsb integrations segment enable --write-key-stdin
     """
     from avsb_cli import integration
 
@@ -218,6 +226,17 @@ def segment_enable(
             exc.hint = f"{exc.hint}; or --auto-detect to use no key"
             raise
     key, source = _read_key(write_key, write_key_stdin, write_key_file, prompt)
+    if source == "none" and not (store_has_key or auto_detect):
+        # No one to ask: a CI job that forgot its key must not pass in auto-detect mode.
+        from avsb_cli.writekey import ENV_KEY
+
+        env = f" ({ENV_KEY} is used by commands but never stored)" if os.environ.get(
+            ENV_KEY) else ""
+        raise UsageError(
+            f"no write key given, and no terminal to ask for one{env}",
+            hint="give the key with --write-key-stdin or --write-key-file, "
+                 "or choose no key with --auto-detect",
+        )
     if source == "--write-key":
         out.warn("--write-key leaves the key in shell history; prefer --write-key-stdin")
     doc = integration.enable(
@@ -229,8 +248,7 @@ def segment_enable(
         out.document(doc)
         return
     if doc["mode"] == "auto-detect":
-        reason = "no terminal to ask for a key; " if source == "none" and not auto_detect else ""
-        out.note(f"Auto-detect mode: {reason}the snippet will use the page's window.analytics.")
+        out.note("Auto-detect mode: the snippet will use the page's window.analytics.")
     _render_status(out, doc, f"Segment enabled for project {project}")
 
 
@@ -245,7 +263,10 @@ def segment_disable(
 ) -> None:
     """Turn the Segment integration off. The key stays stored unless --forget-key.
 
-    Example: avsb integrations segment disable --project shop --forget-key
+    \b
+    Example:
+      avsb integrations segment disable --project shop \\
+        --forget-key
     """
     from avsb_cli import integration
 
@@ -263,7 +284,9 @@ def segment_status(
 ) -> None:
     """Show the Segment integration: enabled, mode, key (masked), region, endpoint.
 
-    Example: avsb integrations segment status --json | jq .enabled
+    \b
+    Example:
+      avsb integrations segment status --json | jq .enabled
     """
     from avsb_cli import integration
 

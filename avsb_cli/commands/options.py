@@ -34,8 +34,8 @@ def complete_project(incomplete: str) -> list[str]:
 ProjectOpt = Annotated[
     str,
     typer.Option(
-        "--project", "-p", envvar="AVSB_PROJECT", autocompletion=complete_project,
-        help="A vs B project.", show_default=True,
+        "--project", "-p", metavar="NAME", envvar="AVSB_PROJECT",
+        autocompletion=complete_project, help="A vs B project.", show_default=True,
     ),
 ]
 JsonOpt = Annotated[

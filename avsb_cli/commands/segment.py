@@ -20,6 +20,15 @@ from avsb_cli.commands.options import (
 
 app = group("Talk to Segment: send test events, validate the key, backfill.")
 
+# The test event's properties when no option names them: the example in A vs
+# B's docs. validate --send-event sends the same.
+DEFAULT_FIELDS = {
+    "experiment_id": "exp_abc123",
+    "experiment_name": "Homepage Hero Test",
+    "variation_id": "var_xyz789",
+    "variation_name": "Variation B",
+}
+
 
 def _validate(project: str, region: Region | None, send_event: bool, timeout: float | None,
               json: bool, quiet: bool) -> None:
@@ -33,7 +42,7 @@ def _validate(project: str, region: Region | None, send_event: bool, timeout: fl
         from avsb_cli import segment
 
         event = segment.experiment_event(
-            anonymous_id=f"avsb-test-{uuid.uuid4()}", **_DEFAULT_FIELDS
+            anonymous_id=f"avsb-test-{uuid.uuid4()}", **DEFAULT_FIELDS
         )
     doc = integration.validate(
         project, region=region.value if region else None, send_event=event, timeout=timeout
@@ -50,7 +59,7 @@ def _validate(project: str, region: Region | None, send_event: bool, timeout: fl
             [[c["title"], marks[c["status"]], c["detail"]] + ([c["fix"]] if fixes else [])
              for c in doc["checks"]],
         )
-    err = integration.checks_error(doc["checks"], "validation failed")
+    err = integration.validate_error(doc)
     if err:
         raise_after_document(err, quiet)
     if event is not None:
@@ -86,7 +95,9 @@ def segment_validate(
     workspace's region matches; the tracking API accepts it. Exit 0 only if
     every check passes.
 
-    Example: avsb segment validate --project shop --json
+    \b
+    Example:
+      avsb segment validate --project shop --json
     """
     _validate(project, region, send_event, timeout, json, quiet)
 
@@ -94,26 +105,28 @@ def segment_validate(
 
 # segment test-event ---------------------------------------------------------------
 
-_DEFAULT_FIELDS = {
-    "experiment_id": "exp_abc123",
-    "experiment_name": "Homepage Hero Test",
-    "variation_id": "var_xyz789",
-    "variation_name": "Variation B",
-}
-
 
 @app.command("test-event")
 def segment_test_event(
-    experiment_id: Annotated[str, typer.Option("--experiment-id")] = "exp_abc123",
-    experiment_name: Annotated[str, typer.Option("--experiment-name")] = "Homepage Hero Test",
-    variation_id: Annotated[str, typer.Option("--variation-id")] = "var_xyz789",
-    variation_name: Annotated[str, typer.Option("--variation-name")] = "Variation B",
+    experiment_id: Annotated[str, typer.Option(
+        "--experiment-id", metavar="ID", help="The experiment_id property.")
+    ] = DEFAULT_FIELDS["experiment_id"],
+    experiment_name: Annotated[str, typer.Option(
+        "--experiment-name", metavar="NAME", help="The experiment_name property.")
+    ] = DEFAULT_FIELDS["experiment_name"],
+    variation_id: Annotated[str, typer.Option(
+        "--variation-id", metavar="ID", help="The variation_id property.")
+    ] = DEFAULT_FIELDS["variation_id"],
+    variation_name: Annotated[str, typer.Option(
+        "--variation-name", metavar="NAME", help="The variation_name property.")
+    ] = DEFAULT_FIELDS["variation_name"],
     user_id: Annotated[
-        str | None, typer.Option("--user-id", help="Send as this userId.")
+        str | None, typer.Option("--user-id", metavar="ID", help="Send as this userId.")
     ] = None,
     anonymous_id: Annotated[
         str | None,
-        typer.Option("--anonymous-id", help="Send as this anonymousId [default: generated]."),
+        typer.Option("--anonymous-id", metavar="ID",
+                     help="Send as this anonymousId [default: generated]."),
     ] = None,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Print the exact JSON payload; send nothing.")
@@ -125,7 +138,10 @@ def segment_test_event(
 ) -> None:
     """Send the avsb_experiment event the A vs B snippet sends, to check the pipe.
 
-    Example: avsb segment test-event --experiment-id exp_abc123 --user-id u_42
+    \b
+    Example:
+      avsb segment test-event --experiment-id exp_abc123 \\
+        --user-id u_42
     """
     from avsb_cli import integration
 
@@ -186,7 +202,10 @@ def segment_send(
         help="Where undelivered events go [default: ./avsb-failed-<time>.jsonl].")] = None,
     concurrency: Annotated[int, typer.Option(
         "--concurrency", metavar="N", help="Requests in flight (1-16).")] = 4,
-    timeout: TimeoutOpt = None,
+    timeout: Annotated[float | None, typer.Option(
+        "--timeout", metavar="SECONDS",
+        help="Time for each batch, its retries included; not for the whole file "
+             "[default: 20; env AVSB_TIMEOUT].")] = None,
     project: ProjectOpt = "default",
     json: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -199,7 +218,9 @@ def segment_send(
     file again sends nothing twice. Exit 8 if bad lines were skipped, 6 if
     events could not be delivered (they are written to --failed-file).
 
-    Example: avsb segment send enrollments.jsonl --project shop
+    \b
+    Example:
+      avsb segment send enrollments.jsonl --project shop
     """
     from avsb_cli import backfill, render
 
