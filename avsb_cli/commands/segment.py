@@ -283,7 +283,9 @@ def segment_listen(
     missing, extra, misspelt or wrongly typed properties. Ctrl-C prints a
     summary (exit 130).
 
-    Example: avsb segment listen --count 1 --timeout 60
+    \b
+    Example:
+      avsb segment listen --count 1 --timeout 60
     """
     from avsb_cli import listen, render
 
