@@ -37,9 +37,22 @@ STATUS = {
     "key_fingerprint": {S, NULL}, "key_changed_outside_avsb": {B}, "key_problem": {S, NULL},
     "region": {S}, "endpoint": {S}, "endpoint_source": {S}, "last_validation": {OBJ, NULL},
     "enabled_at": {S, NULL}, "updated_at": {S, NULL}, "config_path": {S},
+    "remote": {OBJ, NULL},
 }
-ENABLE = STATUS
-DISABLE = {**STATUS, "key_forgotten": {B}}
+# status's "remote" when logged in to A vs B (tests/test_avsb_api.py)
+REMOTE = {"project_id": {S}, "enabled": {B}, "mode": {S}, "key_masked": {S, NULL},
+          "key_fingerprint": {S, NULL}, "same_key_as_local": {B}, "updated_at": {S, NULL}}
+ENABLE = {**STATUS, "changed": {B}}
+DISABLE = {**STATUS, "key_forgotten": {B}, "changed": {B}}
+LOGIN = {"api_url": {S}, "org": {S}, "token_kind": {S}, "token_masked": {S},
+         "token_source": {S}, "projects": {N}, "env_token_overrides": {B}}
+LOGOUT = {"api_url": {S}, "token_deleted": {B}, "env_token_set": {B}}
+WHOAMI = {"api_url": {S}, "org": {S, NULL}, "token_kind": {S, NULL}, "token_masked": {S, NULL},
+          "token_source": {S}, "logged_in": {B}, "accepted": {B, NULL}, "projects": {N, NULL},
+          "problem": {S, NULL}}
+PROJECTS = {"org": {S, NULL}, "api_url": {S}, "projects": {ARR}}
+PROJECT_ITEM = {"id": {S}, "shortId": {S, NULL}, "name": {S, NULL}}
+DOCTOR = {"ok": {B}, "checks": {ARR}}
 LIST = {"project": {S}, "integrations": {ARR}}
 LIST_ITEM = {"name": {S}, "enabled": {B}, "mode": {S, NULL}, "region": {S, NULL}}
 TEST_EVENT = {
@@ -74,7 +87,8 @@ CHECK = {"name": {S}, "title": {S}, "status": {S}, "detail": {S}, "fix": {S}}
 ERROR = {"error": {OBJ}}
 ERROR_BODY = {"code": {S}, "message": {S}, "hint": {S}}
 ERROR_CODES = {"usage", "not_configured", "keyring_unavailable", "invalid_key",
-               "validation_failed", "network", "config", "input", "error"}
+               "validation_failed", "network", "config", "input", "error", "auth",
+               "conflict", "not_found"}
 
 
 def json_type(value: object) -> str:
