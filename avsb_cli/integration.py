@@ -281,6 +281,8 @@ def _undo_local(store: ConfigStore, project: str, before: Any, undo_key: Any) ->
             return
         if before is None:
             projects.pop(project, None)
+            if not projects:
+                data.pop("projects")
         else:
             projects[project] = before
 

@@ -5,6 +5,11 @@ from avsb_cli.commands.options import JsonOpt, QuietOpt, TimeoutOpt, group
 app = group("A vs B projects of the organisation logged in to.")
 
 
+@app.callback()
+def projects() -> None:
+    """A vs B projects of the organisation logged in to (a group: more verbs may come)."""
+
+
 @app.command("list")
 def projects_list(timeout: TimeoutOpt = None, json: JsonOpt = False,
                   quiet: QuietOpt = False) -> None:
