@@ -13,7 +13,7 @@ from avsb_cli import segment as seg
 from avsb_cli.errors import ExitCode
 from tests.conftest import KEY, KEY2, one_error_line
 from tests.support.fakeavsb import ORG, PAT, PAT2, SERVICE, FakeAvsb
-from tests.support.fakesegment import FakeSegment, closed_port_url
+from tests.support.fakesegment import closed_port_url
 from tests.test_contract import (
     DOCTOR,
     ENABLE,
@@ -538,3 +538,10 @@ def test_the_json_error_document(cli, avsb):
     r = cli("login", "--with-token", "--json", input="pat_nope")
     assert r.exit_code == ExitCode.AUTH
     assert json.loads(r.stdout)["error"]["code"] == "auth"
+
+
+def test_a_slow_a_vs_b_times_out_within_the_timeout(cli, logged_in):
+    logged_in.fault("*", times=5, delay=2.0)
+    r = cli(*STATUS_CMD, "--timeout", "0.6")
+    assert "timed out" in one_error_line(r, ExitCode.NETWORK)
+
