@@ -21,7 +21,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from avsb_cli.config import ConfigStore
-from avsb_cli.errors import AuthError, AvsbError, ConfigError, UsageError
+from avsb_cli.errors import (
+    AuthError,
+    AvsbError,
+    ConfigError,
+    KeyringUnavailableError,
+    UsageError,
+)
 from avsb_cli.writekey import mask, remember_secret
 
 TOKEN_ENV = "AVSB_TOKEN"
@@ -172,11 +178,17 @@ def login(token: str, *, source: str, org: str | None, api_url: str | None,
     host = _host(base)
     storage = "file" if insecure_storage else "keyring"
     files = FileKeyStore.tokens()
-    old = files.get(host) if insecure_storage else keystore.get_token(host)
-    if insecure_storage:
-        files.set(host, token)
-    else:
-        keystore.set_token(host, token)
+    try:
+        old = files.get(host) if insecure_storage else keystore.get_token(host)
+        if insecure_storage:
+            files.set(host, token)
+        else:
+            keystore.set_token(host, token)
+    except KeyringUnavailableError as exc:
+        exc.hint = ("unlock or install a Secret Service (e.g. gnome-keyring), or pass "
+                    f"--insecure-storage to keep the token in an owner-only file, or set "
+                    f"{TOKEN_ENV} (CI)")
+        raise
 
     def change(data: dict[str, Any]) -> None:
         target = data.setdefault(TABLE, {})

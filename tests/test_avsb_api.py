@@ -545,3 +545,37 @@ def test_a_slow_a_vs_b_times_out_within_the_timeout(cli, logged_in):
     r = cli(*STATUS_CMD, "--timeout", "0.6")
     assert "timed out" in one_error_line(r, ExitCode.NETWORK)
 
+
+
+def test_login_prompts_for_the_token_on_a_terminal_and_hides_it(avsb, config_dir):
+    from tests.test_contract import _pty_run, _terminal_env
+
+    env = _terminal_env(AVSB_API_URL=avsb.url, AVSB_ORG=ORG, NO_COLOR="1",
+                        AVSB_CONFIG_DIR=str(config_dir))
+    code, out = _pty_run(["login", "--insecure-storage"], env, answer=PAT)
+    text = out.decode("utf-8", "replace")
+    assert code == 0, text
+    assert "Paste your personal access token: " in text
+    assert PAT not in text and "…" + PAT[-4:] in text
+    assert PAT in (config_dir / "secrets.toml").read_text(encoding="utf-8")
+
+
+def test_no_terminal_and_no_with_token_is_a_usage_error(cli, avsb):
+    r = cli("login")
+    assert "--with-token" in one_error_line(r, ExitCode.USAGE)
+    assert avsb.requests == []
+
+
+def test_login_without_a_keyring_stores_nothing_and_says_what_to_do(cli, avsb, config_dir):
+    import keyring
+    import keyring.backends.fail
+
+    from avsb_cli import keystore
+
+    keyring.set_keyring(keyring.backends.fail.Keyring())
+    keystore.reset()
+    r = cli("login", "--with-token", input=PAT)
+    line = one_error_line(r, ExitCode.KEYRING_UNAVAILABLE)
+    assert "--insecure-storage" in line and "AVSB_TOKEN" in line
+    assert config_text(config_dir) == ""
+    assert not (config_dir / "secrets.toml").exists()
