@@ -186,7 +186,7 @@ class Api:
     def call(self, method: str, path: str, *, query: dict[str, Any] | None = None,
              body: Any = None, if_match: str | None = None,
              idempotency_key: str | None = None, auth: bool = True,
-             cap: int = MAX_ANSWER) -> Answer:
+             cap: int = MAX_ANSWER, envelope: bool = True) -> Answer:
         url = self.base + path + (f"?{urlencode(query)}" if query else "")
         headers = {"Accept": "application/json"}
         if auth:
@@ -223,9 +223,9 @@ class Api:
                 )
             notify(f"A vs B rate limit reached; waiting {math.ceil(wait)}s as it asks")
             _sleep(wait)
-        return self._answer(d, cap)
+        return self._answer(d, cap, envelope)
 
-    def _answer(self, d: Any, cap: int) -> Answer:
+    def _answer(self, d: Any, cap: int, envelope: bool) -> Answer:
         status, body = d.status, d.body
         if 300 <= status < 400:
             target = host_of(d.headers.get("Location", "")) or "elsewhere"
@@ -251,7 +251,7 @@ class Api:
             problem = "an empty body"
         if status >= 400:
             raise self._refusal(status, doc if isinstance(doc, dict) else {})
-        if problem is None and "data" not in doc:
+        if problem is None and envelope and "data" not in doc:
             problem = "JSON without 'data'"
         if problem:
             raise NetworkError(
@@ -259,7 +259,8 @@ class Api:
                 hint="check --api-url / AVSB_API_URL; if it is right, A vs B's API may have "
                      "changed: run avsb doctor",
             )
-        return Answer(status, doc["data"], doc, d.headers.get("ETag"), d.headers)
+        return Answer(status, doc["data"] if envelope else doc, doc, d.headers.get("ETag"),
+                      d.headers)
 
     def _refusal(self, status: int, doc: dict[str, Any]) -> AvsbError:
         err = doc.get("error") if isinstance(doc.get("error"), dict) else {}
@@ -349,14 +350,10 @@ class Api:
 
     def openapi(self) -> dict[str, Any]:
         """The live OpenAPI document (unauthenticated; not in the envelope)."""
-        url = self.base + OPENAPI_PATH
-        d = segment.request(self.client, "GET", url, policy=self.policy,
-                            headers={"Accept": "application/json"})
-        if len(d.body) > MAX_OPENAPI:
-            raise NetworkError(f"{url} is larger than {MAX_OPENAPI:,} bytes")
-        doc = d.json()
-        if not isinstance(doc, dict) or not isinstance(doc.get("paths"), dict):
-            raise NetworkError(f"{url} is not an OpenAPI document (no 'paths')")
+        doc = self.call("GET", OPENAPI_PATH, auth=False, cap=MAX_OPENAPI, envelope=False).data
+        if not isinstance(doc.get("paths"), dict):
+            raise NetworkError(f"{self.base}{OPENAPI_PATH} is not an OpenAPI document "
+                               "(no 'paths')")
         return doc
 
     def _integration(self, ans: Answer) -> Integration:

@@ -579,3 +579,12 @@ def test_login_without_a_keyring_stores_nothing_and_says_what_to_do(cli, avsb, c
     assert "--insecure-storage" in line and "AVSB_TOKEN" in line
     assert config_text(config_dir) == ""
     assert not (config_dir / "secrets.toml").exists()
+
+
+def test_doctor_openapi_that_is_not_a_document(cli, logged_in, segment):
+    logged_in.fault("/api/openapi.json", status=200, body=b"<html>maintenance</html>")
+    r = cli("doctor", "--json")
+    checks = {c["name"]: c for c in r.json()["checks"]}
+    assert r.exit_code == ExitCode.VALIDATION_FAILED
+    assert checks["openapi"]["status"] == "fail" and "HTML" in checks["openapi"]["detail"]
+    assert checks["login"]["status"] == "pass"
