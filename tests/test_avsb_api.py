@@ -588,3 +588,32 @@ def test_doctor_openapi_that_is_not_a_document(cli, logged_in, segment):
     assert r.exit_code == ExitCode.VALIDATION_FAILED
     assert checks["openapi"]["status"] == "fail" and "HTML" in checks["openapi"]["detail"]
     assert checks["login"]["status"] == "pass"
+
+
+def test_ci_service_token_from_the_environment_needs_no_keyring(cli, avsb, monkeypatch,
+                                                                config_dir):
+    import keyring
+    import keyring.backends.fail
+
+    from avsb_cli import keystore
+
+    keyring.set_keyring(keyring.backends.fail.Keyring())
+    keystore.reset()
+    avsb.add_token(SERVICE)
+    monkeypatch.setenv("AVSB_TOKEN", SERVICE)
+    r = cli(*ENABLE_CMD, "--auto-detect", "-p", "shop", "--json")
+    assert r.exit_code == 0, r.output
+    assert r.json()["remote"]["enabled"] is True
+    assert avsb.integration("prj_shop2222")["enabled"] is True
+    doc = cli(*STATUS_CMD, "-p", "shop", "--json").json()
+    assert doc["remote"]["mode"] == "auto-detect" and doc["remote"]["same_key_as_local"]
+    assert all(q.headers["authorization"] == f"Bearer {SERVICE}" for q in avsb.requests)
+    assert SERVICE not in config_text(config_dir)
+
+
+def test_status_remembers_the_project_it_resolved(cli, logged_in, config_dir):
+    assert cli(*STATUS_CMD, "-p", "shop22").exit_code == 0
+    assert 'avsb_project_id = "prj_shop2222"' in config_text(config_dir)
+    logged_in.requests.clear()
+    assert cli(*STATUS_CMD, "-p", "shop22").exit_code == 0
+    assert [q.path for q in logged_in.requests] == [logged_in.seg_path("prj_shop2222")]
