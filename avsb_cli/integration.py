@@ -197,7 +197,8 @@ def enable(
     local_changed = bool(
         not current.get("enabled")
         or new_storage != storage
-        or (key and _stored_key(project, new_storage, keystore) != key)
+        or (key and (writekey.fingerprint(key) != current.get("key_fingerprint")
+                     or _stored_key(project, new_storage, keystore) != key))
         or new_region != current.get("region", "us")
         or new_endpoint != current.get("endpoint", "")
         or record is not None
