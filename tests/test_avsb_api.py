@@ -617,3 +617,23 @@ def test_status_remembers_the_project_it_resolved(cli, logged_in, config_dir):
     logged_in.requests.clear()
     assert cli(*STATUS_CMD, "-p", "shop22").exit_code == 0
     assert [q.path for q in logged_in.requests] == [logged_in.seg_path("prj_shop2222")]
+
+
+def test_the_stand_in_keeps_idempotency_keys_as_a_vs_b_does(avsb):
+    """Same key and body: the cached answer (one write); another body: 409 (CONFLICT)."""
+    from avsb_cli.errors import ConflictError
+
+    with avsb_api.Api(avsb.url, ORG, PAT) as api:
+        state = api.get_segment("prj_shop2222")
+        first = api.put_segment("prj_shop2222", enabled=True, write_key=KEY, etag=state.etag,
+                                idempotency_key="k-1")
+        again = api.put_segment("prj_shop2222", enabled=True, write_key=KEY, etag=state.etag,
+                                idempotency_key="k-1")
+        assert again == first and avsb.writes == 1
+        with pytest.raises(ConflictError, match="Idempotency-Key"):
+            api.put_segment("prj_shop2222", enabled=False, write_key=KEY, etag=first.etag,
+                            idempotency_key="k-1")
+        with pytest.raises(avsb_api.PreconditionFailed):
+            api.put_segment("prj_shop2222", enabled=False, write_key=KEY, etag=state.etag,
+                            idempotency_key="k-2")
+    assert avsb.writes == 1
