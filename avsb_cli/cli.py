@@ -25,11 +25,17 @@ from avsb_cli.errors import AvsbError, ExitCode, Interrupted, UsageError
 # The root's commands and groups, each built when first named
 # (AvsbGroup.get_command), not on every start: typer turns each command's
 # signature into click parameters, and --version or a Tab needs one branch at
-# most. name -> module in avsb_cli.commands whose ``app`` it is.
-LAZY_COMMANDS = {
+# most. name -> module in avsb_cli.commands whose ``app`` it is, or
+# (module, attribute) for a module holding several root commands.
+LAZY_COMMANDS: dict[str, str | tuple[str, str]] = {
     "completion": "completion",
+    "doctor": "doctor",
     "integrations": "integrations",
+    "login": ("auth", "login_app"),
+    "logout": ("auth", "logout_app"),
+    "projects": "projects",
     "segment": "segment",
+    "whoami": ("auth", "whoami_app"),
 }
 
 
@@ -93,9 +99,11 @@ class AvsbGroup(TyperGroup):
         if cmd_name in LAZY_COMMANDS and cmd_name not in self.commands:
             from typer.main import get_command as build
 
-            module = importlib.import_module(f"avsb_cli.commands.{LAZY_COMMANDS[cmd_name]}")
+            where = LAZY_COMMANDS[cmd_name]
+            name, attr = where if isinstance(where, tuple) else (where, "app")
+            module = importlib.import_module(f"avsb_cli.commands.{name}")
             # A Typer app of one command builds as that command, else as a group.
-            command = build(module.app)
+            command = build(getattr(module, attr))
             command.name = cmd_name
             _polish(command)
             self.add_command(command, cmd_name)
@@ -190,7 +198,8 @@ def run_guarded(call: Any, argv: list[str]) -> int:
 
 
 def _mask_key_like(argv: list[str]) -> None:
-    """Mask key-shaped words in a usage error: `--write-key-stdin KEY` echoes KEY."""
+    """Mask key-shaped words in a usage error: `--write-key-stdin KEY` echoes KEY,
+    and A vs B tokens (pat_..., avsb_svc_...) are key-shaped too."""
     import re
 
     from avsb_cli.writekey import remember_secret

@@ -49,7 +49,7 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def normalise_url(raw: str, *, what: str = "endpoint") -> str:
+def normalise_url(raw: str, *, what: str = "endpoint", secret: str = "the write key") -> str:
     """``https://host[:port][/path]`` without a trailing ``/v1`` or slash."""
     text = raw.strip()
     if not text:
@@ -75,7 +75,7 @@ def normalise_url(raw: str, *, what: str = "endpoint") -> str:
         raise UsageError(f"invalid {what} URL {raw!r}: no query or fragment allowed")
     if scheme == "http" and not is_loopback(host):
         raise UsageError(
-            f"refusing plain http for {host}: the write key would travel unencrypted",
+            f"refusing plain http for {host}: {secret} would travel unencrypted",
             hint="use https (plain http is allowed only for localhost and 127.0.0.1)",
         )
     path = parts.path.rstrip("/")

@@ -23,12 +23,18 @@ class ExitCode(IntEnum):
     KEYRING_UNAVAILABLE = 4
     #: The write key is malformed, or Segment does not know it, or a check failed.
     VALIDATION_FAILED = 5
-    #: Segment could not be reached, or answered with an error.
+    #: Segment or A vs B could not be reached, or answered with an error.
     NETWORK = 6
     #: The config file is corrupt or cannot be written.
     CONFIG = 7
     #: Input data (an enrollments file) had records that were not sent.
     INPUT = 8
+    #: A vs B refused the token (401: missing, invalid, expired, revoked) or a
+    #: scope it needs (403), or a token is malformed.
+    AUTH = 9
+    #: The dashboard changed meanwhile (412) to something else than asked, or
+    #: an Idempotency-Key was reused with another body (409).
+    CONFLICT = 10
     #: Interrupted by Ctrl-C (128 + SIGINT).
     INTERRUPTED = 130
 
@@ -57,6 +63,12 @@ class AvsbError(Exception):
 class UsageError(AvsbError):
     exit_code = ExitCode.USAGE
     code = "usage"
+
+
+class NotFoundError(UsageError):
+    """A vs B has no such project or org (404): a usage error with its own code."""
+
+    code = "not_found"
 
 
 class NotConfiguredError(AvsbError):
@@ -102,3 +114,13 @@ class InputError(AvsbError):
 class Interrupted(AvsbError):
     exit_code = ExitCode.INTERRUPTED
     code = "interrupted"
+
+
+class AuthError(AvsbError):
+    exit_code = ExitCode.AUTH
+    code = "auth"
+
+
+class ConflictError(AvsbError):
+    exit_code = ExitCode.CONFLICT
+    code = "conflict"

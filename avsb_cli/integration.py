@@ -11,11 +11,13 @@ import signal
 from collections.abc import Iterator
 from typing import Any
 
+from avsb_cli import account, endpoints, writekey
 from avsb_cli import config as config_mod
-from avsb_cli import endpoints, writekey
 from avsb_cli.config import ConfigStore
 from avsb_cli.errors import (
+    AuthError,
     AvsbError,
+    ConflictError,
     NotConfiguredError,
     UsageError,
     ValidationFailedError,
@@ -44,10 +46,13 @@ def deferred_interrupt() -> Iterator[None]:
 
 
 def status(
-    project: str, *, store: ConfigStore | None = None, keystore: Any | None = None
+    project: str, *, store: ConfigStore | None = None, keystore: Any | None = None,
+    local: bool = True, transport: Any | None = None, timeout: float | None = None,
 ) -> dict[str, Any]:
+    """The local state, and with a login (unless ``local``) what the dashboard holds."""
     store = store or ConfigStore()
-    seg = ConfigStore.segment_of(store.load(), project)
+    data = store.load()
+    seg = ConfigStore.segment_of(data, project)
     resolved = writekey.resolve(project, seg, keystore=keystore)
     key_fp = writekey.fingerprint(resolved.key) if resolved.key else None
     stored_fp = seg.get("key_fingerprint")
@@ -74,7 +79,24 @@ def status(
         "enabled_at": seg.get("enabled_at"),
         "updated_at": seg.get("updated_at"),
         "config_path": str(store.path),
+        "remote": None,
     }
+    if not local:
+        with account.remote_project(data, project, transport=transport,
+                                    timeout=timeout) as remote:
+            if remote is not None:
+                state = remote.api.get_segment(remote.id)
+                doc["remote"] = remote_doc(remote.id, state, doc["key_fingerprint"])
+                if remote.resolved_now:
+                    with contextlib.suppress(AvsbError):  # a read-only command still works
+                        store.update(lambda d: account.remember_id(d, project, remote.id))
+    return doc
+
+
+def remote_doc(project_id: str, state: Any, local_fp: str | None) -> dict[str, Any]:
+    """What status shows of the dashboard's state (``remote`` in JSON)."""
+    doc = {"project_id": project_id, **state.to_dict()}
+    doc["same_key_as_local"] = doc["key_fingerprint"] == local_fp
     return doc
 
 
@@ -117,18 +139,24 @@ def enable(
     keystore: Any | None = None,
     transport: Any | None = None,
     timeout: float | None = None,
+    local: bool = True,
+    api_transport: Any | None = None,
 ) -> dict[str, Any]:
     """Turn Segment on for ``project``; store ``key`` if given.
 
     Without a key the stored key (if any) is kept; ``auto_detect`` forgets it.
-    Nothing is stored unless everything succeeds.
+    Unless ``local``, and when logged in, the dashboard's integration is
+    turned on too, with the same key. Nothing is stored unless everything
+    succeeds: the local store is written first and put back if A vs B
+    refuses or cannot be reached.
     """
     store = store or ConfigStore()
     if keystore is None:
         from avsb_cli import keystore as keystore_mod
 
         keystore = keystore_mod
-    current = ConfigStore.segment_of(store.load(), project)  # a corrupt file stops us here
+    data = store.load()
+    current = ConfigStore.segment_of(data, project)  # a corrupt file stops us here
     new_region = endpoints.check_region(region) if region else current.get("region", "us")
     new_endpoint = (
         endpoints.normalise_url(endpoint) if endpoint else current.get("endpoint", "")
@@ -162,42 +190,140 @@ def enable(
         record = validation_record(checks, checked)
 
     storage = old_storage = current.get("key_storage", "none")
-    with deferred_interrupt():
-        undo = None
-        if key:
-            undo = _store_key(project, key, insecure_storage, keystore)
-            storage = "file" if insecure_storage else "keyring"
-        elif auto_detect:
-            undo = _forget_key_undoable(project, storage, keystore)[1]
-            storage = "none"
+    new_storage = ("file" if insecure_storage else "keyring") if key else (
+        "none" if auto_detect else storage)
+    local_changed = bool(
+        not current.get("enabled")
+        or new_storage != storage
+        or (key and (writekey.fingerprint(key) != current.get("key_fingerprint")
+                     or _stored_key(project, new_storage, keystore) != key))
+        or new_region != current.get("region", "us")
+        or new_endpoint != current.get("endpoint", "")
+        or record is not None
+    )
+    with account.remote_project(data, project, local=local, transport=api_transport,
+                                timeout=timeout) as remote:
+        state = remote_key = None
+        if remote is not None:
+            state = remote.api.get_segment(remote.id)
+            if key or auto_detect:
+                remote_key = key
+            else:  # the stored key, else whatever the dashboard has now
+                remote_key = _stored_key(project, storage, keystore) or state.write_key
+        before = _project_table(data, project)
+        with deferred_interrupt():
+            undo = None
+            if key and local_changed:
+                undo = _store_key(project, key, insecure_storage, keystore)
+                storage = new_storage
+            elif auto_detect and storage != "none":
+                undo = _forget_key_undoable(project, storage, keystore)[1]
+                storage = "none"
 
-        def change(data: dict[str, Any]) -> None:
-            seg = ConfigStore.segment_for_update(data, project)
-            stamp = config_mod.now()
-            if not seg.get("enabled"):
-                seg["enabled_at"] = stamp
-            seg["enabled"] = True
-            seg["mode"] = "write-key" if storage != "none" else "auto-detect"
-            seg["key_storage"] = storage
-            if key:
-                seg["key_fingerprint"] = writekey.fingerprint(key)
-                seg.pop("validation", None)
-            elif storage == "none":
-                seg.pop("key_fingerprint", None)
-                seg.pop("validation", None)
-            if record is not None:
-                seg["validation"] = record
-            seg["region"] = new_region
-            seg["endpoint"] = new_endpoint
-            seg["updated_at"] = stamp
+            def change(data: dict[str, Any]) -> None:
+                if remote is not None:
+                    account.remember_id(data, project, remote.id)
+                if not local_changed:
+                    return
+                seg = ConfigStore.segment_for_update(data, project)
+                stamp = config_mod.now()
+                if not seg.get("enabled"):
+                    seg["enabled_at"] = stamp
+                seg["enabled"] = True
+                seg["mode"] = "write-key" if storage != "none" else "auto-detect"
+                seg["key_storage"] = storage
+                if key:
+                    seg["key_fingerprint"] = writekey.fingerprint(key)
+                    seg.pop("validation", None)
+                elif storage == "none":
+                    seg.pop("key_fingerprint", None)
+                    seg.pop("validation", None)
+                if record is not None:
+                    seg["validation"] = record
+                seg["region"] = new_region
+                seg["endpoint"] = new_endpoint
+                seg["updated_at"] = stamp
 
-        _update_or_undo(store, change, undo)
+            if local_changed or (remote is not None and remote.resolved_now):
+                _update_or_undo(store, change, undo)
+        remote_changed = False
+        if remote is not None:
+            state, remote_changed = _write_remote(
+                remote, state, True, remote_key, lambda: _undo_local(store, project, before, undo)
+            )
         if key and old_storage not in ("none", storage):
             # The key moved between keyring and file: the old copy would
             # outlive --forget-key. Best effort: the keyring may be why it moved.
             with contextlib.suppress(AvsbError):
                 _forget_key(project, old_storage, keystore)
-    return status(project, store=store, keystore=keystore)
+    doc = status(project, store=store, keystore=keystore)
+    if remote is not None:
+        doc["remote"] = remote_doc(remote.id, state, doc["key_fingerprint"])
+    doc["changed"] = local_changed or remote_changed
+    return doc
+
+
+def _project_table(data: dict[str, Any], project: str) -> Any:
+    import copy
+
+    projects = data.get("projects")
+    return copy.deepcopy(projects.get(project)) if isinstance(projects, dict) else None
+
+
+def _undo_local(store: ConfigStore, project: str, before: Any, undo_key: Any) -> None:
+    """Put config's project table and the key store back as they were (A vs B
+    refused the change that was stored first). Best effort: an error is on its way."""
+
+    def restore(data: dict[str, Any]) -> None:
+        projects = data.get("projects")
+        if not isinstance(projects, dict):
+            return
+        if before is None:
+            projects.pop(project, None)
+            if not projects:
+                data.pop("projects")
+        else:
+            projects[project] = before
+
+    with deferred_interrupt():
+        with contextlib.suppress(AvsbError):
+            store.update(restore)
+        if undo_key:
+            undo_key()
+
+
+def _write_remote(remote: Any, state: Any, enabled: bool, write_key: str | None,
+                  undo: Any) -> tuple[Any, bool]:
+    """PUT the dashboard's state unless it already is what is asked; returns the
+    state and whether it changed. On any failure ``undo`` runs first."""
+    if state.matches(enabled, write_key):
+        return state, False
+    import uuid
+
+    from avsb_cli.avsb_api import PreconditionFailed
+
+    try:
+        try:
+            # One key for this change: every retry of it resends it with the same body.
+            return remote.api.put_segment(remote.id, enabled=enabled, write_key=write_key,
+                                          etag=state.etag,
+                                          idempotency_key=str(uuid.uuid4())), True
+        except PreconditionFailed:
+            again = remote.api.get_segment(remote.id)
+            if again.matches(enabled, write_key):
+                return again, False
+            now = again.to_dict()
+            raise ConflictError(
+                "the dashboard changed while avsb was writing; it now holds: "
+                f"enabled {'yes' if now['enabled'] else 'no'}, mode {now['mode']}"
+                + (f", key {now['key_masked']}" if now["key_masked"] else "")
+                + (f", updated {now['updated_at']}" if now["updated_at"] else "")
+                + "; nothing was changed",
+                hint="look at it (avsb integrations segment status), then run the command again",
+            ) from None
+    except BaseException:
+        undo()
+        raise
 
 
 def _update_or_undo(store: ConfigStore, change: Any, undo: Any) -> None:
@@ -274,37 +400,65 @@ def disable(
     forget_key: bool = False,
     store: ConfigStore | None = None,
     keystore: Any | None = None,
+    local: bool = True,
+    api_transport: Any | None = None,
+    timeout: float | None = None,
 ) -> dict[str, Any]:
+    """Turn Segment off; with a login (unless ``local``) on the dashboard too,
+    which keeps its key unless ``forget_key``. All or nothing, as enable."""
     store = store or ConfigStore()
     if keystore is None:
         from avsb_cli import keystore as keystore_mod
 
         keystore = keystore_mod
-    current = ConfigStore.segment_of(store.load(), project)
+    data = store.load()
+    current = ConfigStore.segment_of(data, project)
     forgot, undo = False, None
-    with deferred_interrupt():
-        if forget_key:
-            forgot, undo = _forget_key_undoable(
-                project, current.get("key_storage", "none"), keystore
+    with account.remote_project(data, project, local=local, transport=api_transport,
+                                timeout=timeout) as remote:
+        state = None
+        if remote is not None:
+            state = remote.api.get_segment(remote.id)
+        before = _project_table(data, project)
+        with deferred_interrupt():
+            if forget_key:
+                forgot, undo = _forget_key_undoable(
+                    project, current.get("key_storage", "none"), keystore
+                )
+            local_changed = bool(current.get("enabled") or forgot or (
+                forget_key and current.get("key_storage", "none") != "none"))
+            if current or (remote is not None and remote.resolved_now):
+
+                def change(data: dict[str, Any]) -> None:
+                    if remote is not None:
+                        account.remember_id(data, project, remote.id)
+                    if not current:
+                        return
+                    seg = ConfigStore.segment_for_update(data, project)
+                    stamp = config_mod.now()
+                    if seg.get("enabled"):
+                        seg["disabled_at"] = stamp
+                    seg["enabled"] = False
+                    if forget_key:
+                        seg["key_storage"] = "none"
+                        seg["mode"] = "auto-detect"
+                        seg.pop("key_fingerprint", None)
+                        seg.pop("validation", None)
+                    if local_changed:
+                        seg["updated_at"] = stamp
+
+                _update_or_undo(store, change, undo)
+        remote_changed = False
+        if remote is not None:
+            state, remote_changed = _write_remote(
+                remote, state, False, None if forget_key else state.write_key,
+                lambda: _undo_local(store, project, before, undo),
             )
-        if current:
-
-            def change(data: dict[str, Any]) -> None:
-                seg = ConfigStore.segment_for_update(data, project)
-                stamp = config_mod.now()
-                if seg.get("enabled"):
-                    seg["disabled_at"] = stamp
-                seg["enabled"] = False
-                if forget_key:
-                    seg["key_storage"] = "none"
-                    seg["mode"] = "auto-detect"
-                    seg.pop("key_fingerprint", None)
-                    seg.pop("validation", None)
-                seg["updated_at"] = stamp
-
-            _update_or_undo(store, change, undo)
     doc = status(project, store=store, keystore=keystore)
+    if remote is not None:
+        doc["remote"] = remote_doc(remote.id, state, doc["key_fingerprint"])
     doc["key_forgotten"] = forgot
+    doc["changed"] = local_changed or remote_changed
     return doc
 
 
@@ -411,16 +565,33 @@ def validate(
     keystore: Any | None = None,
     transport: Any | None = None,
     timeout: float | None = None,
+    from_dashboard: bool = False,
+    local: bool = True,
+    api_transport: Any | None = None,
 ) -> dict[str, Any]:
+    """Check the key commands use; with ``from_dashboard`` (or no local key and
+    a login, unless ``local``) the key the dashboard holds for the project."""
     store = store or ConfigStore()
-    seg = ConfigStore.segment_of(store.load(), project)
+    data = store.load()
+    seg = ConfigStore.segment_of(data, project)
     key: str | None = None
     problem: str | AvsbError | None = None
     try:
         resolved = writekey.resolve(project, seg, keystore=keystore)
     except AvsbError as exc:  # an unreadable key store (a corrupt secrets.toml)
         resolved, problem = None, exc
-    if resolved is not None:
+    dashboard = _dashboard(
+        data, project, from_dashboard,
+        wanted=not local and resolved is not None and resolved.source == "none",
+        transport=api_transport, timeout=timeout,
+    )
+    if dashboard is not None:
+        resolved = writekey.ResolvedKey(dashboard.write_key, "dashboard",
+                                        "ok" if dashboard.write_key else "none")
+        key = dashboard.write_key
+        problem = None if key else (
+            "the dashboard has no write key for this project (auto-detect mode)")
+    elif resolved is not None:
         key = resolved.key
         if resolved.problem:
             problem = resolved.problem
@@ -461,7 +632,7 @@ def validate(
     # some other key from AVSB_SEGMENT_WRITE_KEY must not overwrite it.
     foreign = bool(
         resolved is None
-        or (resolved.source == "env" and key
+        or (resolved.source in ("env", "dashboard") and key
             and writekey.fingerprint(key) != seg.get("key_fingerprint"))
     )
     if seg and not foreign:
@@ -481,6 +652,22 @@ def validate(
     return doc
 
 
+def _dashboard(data: dict[str, Any], project: str, required: bool, *, wanted: bool,
+               transport: Any | None, timeout: float | None) -> Any:
+    """The dashboard's Segment integration for --from-dashboard (``required``:
+    an error without a login), or when ``wanted`` and logged in; else None."""
+    if not (required or wanted):
+        return None
+    with account.remote_project(data, project, transport=transport,
+                                timeout=timeout) as remote:
+        if remote is None:
+            if required:
+                raise AuthError("--from-dashboard needs a login to A vs B",
+                                hint="run: avsb login (or set AVSB_TOKEN)")
+            return None
+        return remote.api.get_segment(remote.id)
+
+
 def send_test_event(
     project: str,
     *,
@@ -492,6 +679,9 @@ def send_test_event(
     keystore: Any | None = None,
     transport: Any | None = None,
     timeout: float | None = None,
+    from_dashboard: bool = False,
+    local: bool = True,
+    api_transport: Any | None = None,
 ) -> dict[str, Any]:
     from avsb_cli import segment
 
@@ -516,7 +706,24 @@ def send_test_event(
             "endpoint": f"{endpoints.tracking_base(seg)}/v1/track",
             "payload": msg,
         }
-    seg, resolved = usable_key(project, store=store, keystore=keystore)
+    store = store or ConfigStore()
+    data = store.load()
+    seg = ConfigStore.segment_of(data, project)
+    local_key = writekey.resolve(project, seg, keystore=keystore) if not from_dashboard else None
+    dashboard = _dashboard(
+        data, project, from_dashboard,
+        wanted=not local and local_key is not None and local_key.source == "none",
+        transport=api_transport, timeout=timeout,
+    )
+    if dashboard is not None and dashboard.write_key:
+        resolved = writekey.ResolvedKey(dashboard.write_key, "dashboard", "ok")
+    elif from_dashboard:
+        raise NotConfiguredError(
+            f"the dashboard has no write key for project {project!r} (auto-detect mode)",
+            hint="store one: avsb integrations segment enable --write-key-stdin",
+        )
+    else:
+        seg, resolved = usable_key(project, store=store, keystore=keystore)
     base = endpoints.tracking_base(seg)
     policy = segment.Policy.from_env(timeout)
     with segment.build_client(transport, policy=policy) as client:

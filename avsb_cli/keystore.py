@@ -43,6 +43,11 @@ def username(project: str) -> str:
     return f"segment:{project}"
 
 
+def token_username(host: str) -> str:
+    """The keyring item of an A vs B API token: one per API host."""
+    return f"token:{host}"
+
+
 def _timeout() -> float:
     try:
         value = float(os.environ.get(TIMEOUT_ENV, DEFAULT_TIMEOUT))
@@ -120,6 +125,12 @@ def backend() -> Any:
     return kr
 
 
+def backend_name() -> str:
+    """The keyring backend's dotted name, as `avsb doctor` shows it."""
+    kr = backend()
+    return f"{type(kr).__module__}.{type(kr).__qualname__}"
+
+
 def reset() -> None:
     """Forget the cached backend (tests switch backends)."""
     global _backend
@@ -127,11 +138,29 @@ def reset() -> None:
 
 
 def get_key(project: str) -> str | None:
-    found = secret_service_lookup(project)
+    return _get(username(project))
+
+
+def _get(user: str, what: str = "the key") -> str | None:
+    found = _secret_service_lookup(user, what)
     if found is not None:
         return found
     kr = backend()
-    return _bounded("reading the key", lambda: kr.get_password(SERVICE, username(project)))
+    return _bounded(f"reading {what}", lambda: kr.get_password(SERVICE, user))
+
+
+def get_token(host: str) -> str | None:
+    """The A vs B token stored for ``host``, or None."""
+    return _get(token_username(host), "the token")
+
+
+def set_token(host: str, token: str) -> None:
+    _set(token_username(host), token, "the token")
+
+
+def delete_token(host: str) -> bool:
+    """Delete the token of ``host``; False when there was none."""
+    return _delete(token_username(host), "the token")
 
 
 def _keyring_would_pick_secret_service() -> bool:
@@ -159,6 +188,10 @@ def _keyring_would_pick_secret_service() -> bool:
 
 
 def secret_service_lookup(project: str) -> str | None:
+    return _secret_service_lookup(username(project), "the key")
+
+
+def _secret_service_lookup(user: str, what: str) -> str | None:
     """The key read straight from the Secret Service, or None to ask keyring.
 
     A fast path for reads (status and every command that sends): keyring's
@@ -196,7 +229,7 @@ def secret_service_lookup(project: str) -> str | None:
             if locked:
                 return None
             (items,) = call(collection, "org.freedesktop.Secret.Collection", "SearchItems",
-                            "a{ss}", ({"service": SERVICE, "username": username(project)},))
+                            "a{ss}", ({"service": SERVICE, "username": user},))
             if not items:
                 return None
             _, session = call("/org/freedesktop/secrets", "org.freedesktop.Secret.Service",
@@ -208,7 +241,7 @@ def secret_service_lookup(project: str) -> str | None:
             conn.close()
 
     try:
-        return _bounded("reading the key", lookup)
+        return _bounded(f"reading {what}", lookup)
     except _KeyringTimeout:
         raise
     except KeyringUnavailableError:
@@ -216,46 +249,61 @@ def secret_service_lookup(project: str) -> str | None:
 
 
 def set_key(project: str, key: str) -> None:
+    _set(username(project), key, "the key")
+
+
+def _set(user: str, value: str, what: str) -> None:
     kr = backend()
-    _bounded("storing the key", lambda: kr.set_password(SERVICE, username(project), key))
-    if get_key(project) != key:
+    _bounded(f"storing {what}", lambda: kr.set_password(SERVICE, user, value))
+    if _get(user, what) != value:
         raise _unavailable(
-            f"the keyring backend ({type(kr).__name__}) accepted the key but did not keep it"
+            f"the keyring backend ({type(kr).__name__}) accepted {what} but did not keep it"
         )
 
 
 def delete_key(project: str) -> bool:
     """Delete the project's key; False when there was none."""
+    return _delete(username(project), "the key")
+
+
+def _delete(user: str, what: str) -> bool:
     kr = backend()
 
     def delete() -> bool:
         from keyring.errors import PasswordDeleteError
 
         try:
-            kr.delete_password(SERVICE, username(project))
+            kr.delete_password(SERVICE, user)
         except PasswordDeleteError as exc:
             # Backends raise this for "no such item" and for a refused delete
             # alike; only the first is fine, so look.
-            if kr.get_password(SERVICE, username(project)) is None:
+            if kr.get_password(SERVICE, user) is None:
                 return False
-            raise _unavailable(f"deleting the key failed: {exc}") from None
+            raise _unavailable(f"deleting {what} failed: {exc}") from None
         return True
 
-    return _bounded("deleting the key", delete)
+    return _bounded(f"deleting {what}", delete)
 
 
 class FileKeyStore:
-    """Keys in ``secrets.toml`` beside the config, mode 0600 (``--insecure-storage``)."""
+    """Keys in ``secrets.toml`` beside the config, mode 0600 (``--insecure-storage``):
+    write keys under ``[segment]`` by project, A vs B tokens under ``[tokens]``
+    by API host."""
 
-    def __init__(self) -> None:
+    def __init__(self, table: str = "segment") -> None:
         from avsb_cli.config import config_dir
 
         self.path = config_dir() / SECRETS_NAME
+        self.table = table
+
+    @classmethod
+    def tokens(cls) -> FileKeyStore:
+        return cls("tokens")
 
     def get(self, project: str) -> str | None:
         from avsb_cli.config import read_toml
 
-        seg = read_toml(self.path).get("segment", {})
+        seg = read_toml(self.path).get(self.table, {})
         value = seg.get(project) if isinstance(seg, dict) else None
         return value if isinstance(value, str) and value else None
 
@@ -266,7 +314,7 @@ class FileKeyStore:
 
         with locked(self.path.parent, ".secrets.lock"):
             data = read_toml(self.path)
-            seg = data.setdefault("segment", {})
+            seg = data.setdefault(self.table, {})
             change(seg)
             write_atomic(self.path, tomli_w.dumps(data))
 

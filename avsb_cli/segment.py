@@ -96,6 +96,8 @@ class Delivery:
     latency_ms: float
     body: bytes = b""
     causes: list[str] = field(default_factory=list)
+    #: the answer's headers (A vs B's ETag and rate-limit headers)
+    headers: Any = None
 
     def json(self) -> Any:
         try:
@@ -362,6 +364,7 @@ def request(
                     latency_ms=round((clock() - start) * 1000, 1),
                     body=resp.content,
                     causes=causes,
+                    headers=resp.headers,
                 )
             if 300 <= status < 400:
                 target = _host(resp.headers.get("Location", "")) or "elsewhere"

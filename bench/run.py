@@ -137,9 +137,32 @@ def secret_service(tmp: Path) -> Iterator[dict[str, str] | None]:
 # 1. Start-up ------------------------------------------------------------------------
 
 
+STATUS_TOKEN = "avsb integrations segment status (logged in: token in keyring, reads A vs B)"
+
+
+def _logged_in_status(avsb: list[str], env: dict[str, str], tmp: Path,
+                      stack: contextlib.ExitStack) -> tuple[list[str], dict[str, str], str]:
+    """status with an A vs B token in the Secret Service, reading the tests' strict
+    A vs B stand-in (served by this process, on 127.0.0.1)."""
+    from tests.support.fakeavsb import ORG, PAT, FakeAvsb
+
+    server = stack.enter_context(FakeAvsb())
+    server.add_token(PAT)
+    server.add_project("prj_bench001", "default")
+    tenv = env | {"AVSB_CONFIG_DIR": str(tmp / "cfg-token"), "AVSB_API_URL": server.url,
+                  "AVSB_ORG": ORG}
+    for argv, data in ((["login", "--with-token"], PAT),
+                       (["integrations", "segment", "enable", "--write-key-stdin"], KEY)):
+        r = subprocess.run([*avsb, *argv], input=data, env=tenv, capture_output=True,
+                           text=True, timeout=120)
+        if r.returncode != 0:
+            raise SystemExit(f"{' '.join(argv)} failed: {r.stdout}{r.stderr}")
+    return [*avsb, "integrations", "segment", "status"], tenv, "same key as local"
+
+
 def startup(runs: int, tmp: Path) -> dict[str, Any]:
     avsb = avsb_argv()
-    with secret_service(tmp) as ss:
+    with secret_service(tmp) as ss, contextlib.ExitStack() as stack:
         env = base_env() | (ss or {})
         env["AVSB_CONFIG_DIR"] = str(tmp / "cfg-startup")
         cmds: dict[str, tuple[list[str], dict[str, str], str]] = {
@@ -162,6 +185,7 @@ def startup(runs: int, tmp: Path) -> dict[str, Any]:
             cmds["avsb integrations segment status --json"] = (
                 [*avsb, "integrations", "segment", "status", "--json"], env, '"key_state": "ok"')
             status_note = "key in gnome-keyring (Secret Service), read by avsb"
+            cmds[STATUS_TOKEN] = _logged_in_status(avsb, env, tmp, stack)
         for name, (argv, cenv, expect) in cmds.items():  # warm-up, and proof it works
             r = subprocess.run(argv, env=cenv, capture_output=True, text=True, timeout=120)
             if r.returncode != 0 or expect not in r.stdout:
@@ -383,7 +407,7 @@ def render(res: dict[str, Any]) -> tuple[str, str]:
              + ", ".join(f"{k} {v}" for k, v in res["versions"].items()) + ".", ""]
     short: list[str] = []
     targets = {"avsb --version": 1.2, "completion (bash, 'avsb integrations segment ')": 1.2,
-               "avsb integrations segment status": 2.0}
+               "avsb integrations segment status": 2.0, STATUS_TOKEN: 2.5}
     if "startup" in res:
         st = res["startup"]
         lines += [f"### Start-up (medians of {st['runs']} interleaved runs; status: "

@@ -248,3 +248,34 @@ def secret_service(tmp_path_factory):
         pytest.skip(msg)
     with private_secret_service(tmp_path_factory.mktemp("ss-home")) as env:
         yield env
+
+
+# A vs B --------------------------------------------------------------------------
+
+
+@pytest.fixture
+def avsb(monkeypatch):
+    """A strict A vs B stand-in on 127.0.0.1 with one org, a personal token and
+    two projects ("default" and "shop"), wired in by AVSB_API_URL and AVSB_ORG."""
+    from tests.support.fakeavsb import ORG, PAT, FakeAvsb
+
+    server = FakeAvsb().start()
+    server.add_token(PAT)
+    server.add_project("prj_default1", "default", "dflt01")
+    server.add_project("prj_shop2222", "shop", "shop22")
+    monkeypatch.setenv("AVSB_API_URL", server.url)
+    monkeypatch.setenv("AVSB_ORG", ORG)
+    monkeypatch.setenv("AVSB_TIMEOUT", "5")
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def logged_in(cli, avsb):
+    """Logged in to the stand-in with its personal token (kept in the memory keyring)."""
+    from tests.support.fakeavsb import PAT
+
+    r = cli("login", "--with-token", input=PAT)
+    assert r.exit_code == 0, r.output
+    avsb.requests.clear()
+    return avsb

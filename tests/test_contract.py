@@ -37,9 +37,22 @@ STATUS = {
     "key_fingerprint": {S, NULL}, "key_changed_outside_avsb": {B}, "key_problem": {S, NULL},
     "region": {S}, "endpoint": {S}, "endpoint_source": {S}, "last_validation": {OBJ, NULL},
     "enabled_at": {S, NULL}, "updated_at": {S, NULL}, "config_path": {S},
+    "remote": {OBJ, NULL},
 }
-ENABLE = STATUS
-DISABLE = {**STATUS, "key_forgotten": {B}}
+# status's "remote" when logged in to A vs B (tests/test_avsb_api.py)
+REMOTE = {"project_id": {S}, "enabled": {B}, "mode": {S}, "key_masked": {S, NULL},
+          "key_fingerprint": {S, NULL}, "same_key_as_local": {B}, "updated_at": {S, NULL}}
+ENABLE = {**STATUS, "changed": {B}}
+DISABLE = {**STATUS, "key_forgotten": {B}, "changed": {B}}
+LOGIN = {"api_url": {S}, "org": {S}, "token_kind": {S}, "token_masked": {S},
+         "token_source": {S}, "projects": {N}, "env_token_overrides": {B}}
+LOGOUT = {"api_url": {S}, "token_deleted": {B}, "env_token_set": {B}}
+WHOAMI = {"api_url": {S}, "org": {S, NULL}, "token_kind": {S, NULL}, "token_masked": {S, NULL},
+          "token_source": {S}, "logged_in": {B}, "accepted": {B, NULL}, "projects": {N, NULL},
+          "problem": {S, NULL}}
+PROJECTS = {"org": {S, NULL}, "api_url": {S}, "projects": {ARR}}
+PROJECT_ITEM = {"id": {S}, "shortId": {S, NULL}, "name": {S, NULL}}
+DOCTOR = {"ok": {B}, "checks": {ARR}}
 LIST = {"project": {S}, "integrations": {ARR}}
 LIST_ITEM = {"name": {S}, "enabled": {B}, "mode": {S, NULL}, "region": {S, NULL}}
 TEST_EVENT = {
@@ -75,7 +88,8 @@ CHECK = {"name": {S}, "title": {S}, "status": {S}, "detail": {S}, "fix": {S}}
 ERROR = {"error": {OBJ}}
 ERROR_BODY = {"code": {S}, "message": {S}, "hint": {S}}
 ERROR_CODES = {"usage", "not_configured", "keyring_unavailable", "invalid_key",
-               "validation_failed", "network", "config", "input", "interrupted", "error"}
+               "validation_failed", "network", "config", "input", "interrupted", "error",
+               "auth", "conflict", "not_found"}
 
 
 def json_type(value: object) -> str:
@@ -310,6 +324,9 @@ FAILURES = {
     "config": (7, "config", ["integrations", "segment", "status"], None, _corrupt_config),
     "input": (8, "input", ["integrations", "segment", "enable", "--write-key-file",
                            "/nonexistent/avsb/key.txt"], None, None),
+    "auth": (9, "auth", ["login", "--with-token", "--org", "org_1"], "not-a-token", None),
+    "conflict": (10, "conflict", ["integrations", "segment", "enable", "--auto-detect"], None,
+                 "a vs b conflict"),
 }
 
 
@@ -332,10 +349,16 @@ def test_the_table_covers_every_exit_code_and_error_code():
 
 @pytest.mark.parametrize("mode", ["text", "json"])
 @pytest.mark.parametrize("name", list(FAILURES))
-def test_exit_code_table(cli, config_dir, monkeypatch, name, mode):
+def test_exit_code_table(cli, config_dir, monkeypatch, request, name, mode):
     code, err_code, argv, stdin, setup = FAILURES[name]
     if setup == "network":
         _network(config_dir, monkeypatch)
+    elif setup == "a vs b conflict":
+        from tests.support.fakeavsb import PAT
+
+        server = request.getfixturevalue("avsb")
+        monkeypatch.setenv("AVSB_TOKEN", PAT)
+        server.fault(f"PUT {server.seg_path('prj_default1')}", status=409)
     elif setup:
         setup(config_dir)
     r = cli(*argv, *(["--json"] if mode == "json" else []), input=stdin)
@@ -383,6 +406,8 @@ def test_exit_codes_match_the_readme_table():
 # Every reporting command takes --json and --quiet --------------------------------
 
 NOT_REPORTING = {("completion",)}  # prints a shell script, nothing to report
+# About the A vs B login, not a project: no --project (quiet runs in test_avsb_api.py).
+ACCOUNT = {("login",), ("logout",), ("whoami",), ("projects", "list"), ("doctor",)}
 
 
 def _leaf_commands():  # type: ignore[no-untyped-def]
@@ -408,7 +433,8 @@ def test_every_reporting_command_has_json_and_quiet():
         if path in NOT_REPORTING:
             continue
         opts = {o for p in cmd.params for o in getattr(p, "opts", [])}
-        assert {"--json", "--quiet", "--project"} <= opts, f"avsb {' '.join(path)}: {opts}"
+        wanted = {"--json", "--quiet"} | (set() if path in ACCOUNT else {"--project"})
+        assert wanted <= opts, f"avsb {' '.join(path)}: {opts}"
 
 
 def _enabled(cli):  # type: ignore[no-untyped-def]
@@ -433,7 +459,7 @@ QUIET_RUNS = {
 
 
 def test_quiet_runs_cover_every_reporting_command():
-    leaves = {path for path, _ in _leaf_commands()} - NOT_REPORTING
+    leaves = {path for path, _ in _leaf_commands()} - NOT_REPORTING - ACCOUNT
     covered = {tuple(p for p in key if not p.startswith("-")) for key in QUIET_RUNS}
     assert leaves <= covered, f"add to QUIET_RUNS: {sorted(leaves - covered)}"
 

@@ -161,3 +161,37 @@ def test_locked_collection_is_exit_4(locked_secret_service, config_dir):
     assert len(error) == 1 and "--insecure-storage" in error[0]
     assert "Traceback" not in r.stderr
     assert (config_dir / "config.toml").read_bytes() == before
+
+
+def test_login_keeps_the_token_in_secret_service(ss_env, config_dir):
+    """login stores the A vs B token as a Secret Service item (one per API host);
+    status finds it there and reads the dashboard; logout deletes it."""
+    from tests.support.fakeavsb import ORG, PAT, FakeAvsb
+
+    with FakeAvsb() as server:
+        server.add_token(PAT)
+        server.add_project("prj_ss000001", "ss-login")
+        env = {**ss_env, "AVSB_API_URL": server.url, "AVSB_ORG": ORG, "AVSB_TIMEOUT": "10"}
+
+        def token() -> str | None:
+            r = subprocess.run(["secret-tool", "lookup", "service", "avsb", "username",
+                                f"token:{server.host}"],
+                               env=env, capture_output=True, text=True, timeout=20)
+            return r.stdout if r.returncode == 0 else None
+
+        r = avsb(env, "login", "--with-token", input=PAT)
+        assert r.exit_code == 0, r.stderr
+        assert PAT not in r.stdout + r.stderr
+        assert token() == PAT
+        assert PAT not in (config_dir / "config.toml").read_text(encoding="utf-8")
+        who = json.loads(avsb(env, "whoami", "--json").stdout)
+        assert who["token_source"] == "keyring" and who["accepted"] is True
+        r = avsb(env, *ENABLE, "-p", "ss-login", "--write-key-stdin", "--json", input=KEY)
+        assert r.exit_code == 0, r.stderr
+        doc = json.loads(avsb(env, *STATUS, "-p", "ss-login", "--json").stdout)
+        assert doc["remote"]["enabled"] is True and doc["remote"]["same_key_as_local"] is True
+        assert server.integration("prj_ss000001")["writeKey"] == KEY
+        assert all(q.headers["authorization"] == f"Bearer {PAT}" for q in server.requests)
+        assert avsb(env, "logout").exit_code == 0
+        assert token() is None
+        assert avsb(env, "logout").exit_code == 0  # idempotent

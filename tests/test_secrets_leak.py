@@ -203,3 +203,50 @@ def test_a_stray_key_in_a_usage_error_is_masked(cli):
     assert r.exit_code == 2
     assert key not in r.output
     assert "…" + key[-4:] in r.output
+
+
+TOKEN_SCENARIOS = ["ok", "server-500", "echo-token", "redirect-with-token", "html-error"]
+
+
+@pytest.mark.parametrize("scenario", TOKEN_SCENARIOS)
+def test_no_command_prints_or_stores_the_a_vs_b_token(cli, avsb, segment, tmp_path, config_dir,
+                                                     monkeypatch, scenario, caplog):
+    """The A vs B token (issue 10), like the write key: never whole in output,
+    logs or files (secrets.toml with --insecure-storage aside), whatever A vs B
+    answers, even when it quotes the token back."""
+    from tests.support.fakeavsb import PAT
+
+    forbidden = (PAT, PAT[:20], PAT[-20:], KEY)
+    for name in ("httpx", "httpcore"):
+        logging.getLogger(name).setLevel(logging.DEBUG)
+    caplog.set_level(logging.DEBUG)
+    monkeypatch.setattr(seg_mod.Policy, "delay", lambda self, retry: 0.001)
+    assert cli("login", "--with-token", input=PAT).exit_code == 0
+    if scenario == "server-500":
+        avsb.fault("*", status=500, times=10_000)
+    elif scenario == "echo-token":
+        avsb.fault("*", status=401, times=10_000,
+                   body=f'{{"error":{{"code":"x","message":"bad token {PAT}"}}}}'.encode())
+    elif scenario == "redirect-with-token":
+        avsb.fault("*", status=302, times=10_000, location=f"https://evil.example/?t={PAT}")
+    elif scenario == "html-error":
+        avsb.fault("*", status=200, times=10_000, body=f"<html>{PAT}</html>".encode())
+    enable = ("integrations", "segment", "enable")
+    codes = set()
+    for args in [("whoami",), ("projects", "list"), ("doctor",),
+                 (*enable, "--write-key-stdin"), ("integrations", "segment", "status"),
+                 ("segment", "validate", "--from-dashboard"),
+                 ("integrations", "segment", "disable", "--forget-key"),
+                 ("login", "--with-token", "--insecure-storage"), ("logout",)]:
+        for extra in ((), ("--json",)):
+            r = cli(*args, *extra, input=(PAT if args[0] == "login" else KEY) + "\n")
+            codes.add(r.exit_code)
+            assert "Traceback" not in r.output and "internal error" not in r.output, r.output
+            for secret in forbidden:
+                assert secret not in r.output, (args, r.output)
+    for path in config_dir.rglob("*"):
+        if path.is_file() and path.name != "secrets.toml":
+            text = path.read_text(encoding="utf-8", errors="replace")
+            assert all(s not in text for s in forbidden), path
+    assert all(s not in caplog.text for s in forbidden)
+    assert (0 in codes) if scenario == "ok" else (codes - {0}), codes

@@ -10,6 +10,7 @@ import typer
 
 from avsb_cli.commands.options import (
     JsonOpt,
+    LocalOpt,
     NoInputOpt,
     ProjectOpt,
     QuietOpt,
@@ -105,7 +106,8 @@ def _read_key(
     return None, "none"
 
 
-def _render_status(out: Any, doc: dict[str, Any], title: str | None = None) -> None:
+def _render_status(out: Any, doc: dict[str, Any], title: str | None = None,
+                   local: bool = False) -> None:
     key = doc["key_masked"] or "-"
     state = doc["key_state"]
     if state == "ok":
@@ -129,6 +131,17 @@ def _render_status(out: Any, doc: dict[str, Any], title: str | None = None) -> N
         v_text += f" at {validation.get('checked_at')}"
     else:
         v_text = "never"
+    remote = doc.get("remote")
+    if remote:
+        same = ("same key as local" if remote["same_key_as_local"]
+                else "NOT the local key")
+        r_text = (f"{'enabled' if remote['enabled'] else 'disabled'}, {remote['mode']}, key "
+                  f"{remote['key_masked'] or 'none'} ({same}), updated "
+                  f"{remote['updated_at'] or '-'} [project {remote['project_id']}]")
+    else:
+        r_text = "not read (--local)" if local else "not logged in (run avsb login)"
+    if "changed" in doc and not doc["changed"]:
+        title = f"{title} (unchanged)"
     out.fields(
         title or f"Segment integration of project {doc['project']}",
         [
@@ -139,9 +152,18 @@ def _render_status(out: Any, doc: dict[str, Any], title: str | None = None) -> N
             ("region", doc["region"]),
             ("endpoint", f"{doc['endpoint']} ({doc['endpoint_source']})"),
             ("last validation", v_text),
+            ("A vs B dashboard", r_text),
             ("config", doc["config_path"]),
         ],
     )
+
+
+def _note_remote(out: Any, doc: dict[str, Any], local: bool) -> None:
+    """Say once that only local state changed when not logged in."""
+    if doc.get("remote") is None and not local:
+        from avsb_cli.account import NOT_LOGGED_IN
+
+        out.note(f"avsb: {NOT_LOGGED_IN}")
 
 
 @segment_app.command("enable")
@@ -186,6 +208,7 @@ def segment_enable(
         typer.Option("--validate", help="Check the key with Segment first; refuse an unknown key."),
     ] = False,
     timeout: TimeoutOpt = None,
+    local: LocalOpt = False,
     project: ProjectOpt = "default",
     no_input: NoInputOpt = False,
     json: JsonOpt = False,
@@ -197,6 +220,9 @@ def segment_enable(
     mode) and a project with a stored key keeps it; without a terminal, a
     project with no key needs --auto-detect or a key option. Running it
     again updates the settings.
+
+    Logged in to A vs B, the dashboard's Segment card is turned on too, with
+    the same key; if A vs B refuses, nothing is stored.
 
     \b
     Example:
@@ -242,26 +268,32 @@ def segment_enable(
     doc = integration.enable(
         project, key=key, auto_detect=auto_detect or source == "prompt-blank",
         region=region.value if region else None, endpoint=endpoint,
-        insecure_storage=insecure_storage, validate=validate, timeout=timeout,
+        insecure_storage=insecure_storage, validate=validate, timeout=timeout, local=local,
     )
+    _note_remote(out, doc, local)
     if json:
         out.document(doc)
         return
     if doc["mode"] == "auto-detect":
         out.note("Auto-detect mode: the snippet will use the page's window.analytics.")
-    _render_status(out, doc, f"Segment enabled for project {project}")
+    _render_status(out, doc, f"Segment enabled for project {project}", local)
 
 
 @segment_app.command("disable")
 def segment_disable(
     forget_key: Annotated[
-        bool, typer.Option("--forget-key", help="Also delete the stored write key.")
+        bool, typer.Option("--forget-key", help="Also delete the stored write key (and, "
+                                                "logged in, clear the dashboard's).")
     ] = False,
+    timeout: TimeoutOpt = None,
+    local: LocalOpt = False,
     project: ProjectOpt = "default",
     json: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Turn the Segment integration off. The key stays stored unless --forget-key.
+
+    Logged in to A vs B, the dashboard's Segment card is turned off too.
 
     \b
     Example:
@@ -271,31 +303,37 @@ def segment_disable(
     from avsb_cli import integration
 
     out = start(project, json, quiet)
-    doc = integration.disable(project, forget_key=forget_key)
+    doc = integration.disable(project, forget_key=forget_key, local=local, timeout=timeout)
+    _note_remote(out, doc, local)
     if json:
         out.document(doc)
         return
-    _render_status(out, doc, f"Segment disabled for project {project}")
+    _render_status(out, doc, f"Segment disabled for project {project}", local)
 
 
 @segment_app.command("status")
 def segment_status(
+    timeout: TimeoutOpt = None, local: LocalOpt = False,
     project: ProjectOpt = "default", json: JsonOpt = False, quiet: QuietOpt = False
 ) -> None:
     """Show the Segment integration: enabled, mode, key (masked), region, endpoint.
 
+    Logged in to A vs B, also what the dashboard holds and whether its key
+    is the local one.
+
     \b
     Example:
-      avsb integrations segment status --json | jq .enabled
+      avsb integrations segment status --json |
+        jq .remote.enabled
     """
     from avsb_cli import integration
 
     out = start(project, json, quiet)
-    doc = integration.status(project)
+    doc = integration.status(project, local=local, timeout=timeout)
     if json:
         out.document(doc)
     else:
-        _render_status(out, doc)
+        _render_status(out, doc, local=local)
 
 
 

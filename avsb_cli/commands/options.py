@@ -82,3 +82,32 @@ def raise_after_document(err: AvsbError, quiet: bool) -> None:
 
 def interactive(no_input: bool) -> bool:
     return not no_input and sys.stdin.isatty() and sys.stderr.isatty()
+
+
+LocalOpt = Annotated[
+    bool,
+    typer.Option("--local", help="Local settings only: do not read or change A vs B, "
+                                 "even when logged in."),
+]
+FromDashboardOpt = Annotated[
+    bool,
+    typer.Option("--from-dashboard",
+                 help="Use the write key A vs B holds for the project (the one the snippet "
+                      "uses in production); needs a login."),
+]
+OrgOpt = Annotated[
+    str | None,
+    typer.Option("--org", metavar="ORG_ID", envvar="AVSB_ORG",
+                 help="A vs B organisation id [default: the one logged in to]."),
+]
+ApiUrlOpt = Annotated[
+    str | None,
+    typer.Option("--api-url", metavar="URL", envvar="AVSB_API_URL",
+                 help="A vs B host [default: https://app.avsb.cloud]; plain http only for "
+                      "loopback."),
+]
+
+
+def command(help: str | None = None) -> typer.Typer:
+    """A Typer app holding one root-level command (login, doctor, ...)."""
+    return typer.Typer(help=help, rich_markup_mode=None, add_completion=False)

@@ -8,7 +8,9 @@ from typing import Annotated
 import typer
 
 from avsb_cli.commands.options import (
+    FromDashboardOpt,
     JsonOpt,
+    LocalOpt,
     ProjectOpt,
     QuietOpt,
     Region,
@@ -31,7 +33,7 @@ DEFAULT_FIELDS = {
 
 
 def _validate(project: str, region: Region | None, send_event: bool, timeout: float | None,
-              json: bool, quiet: bool) -> None:
+              from_dashboard: bool, local: bool, json: bool, quiet: bool) -> None:
     from avsb_cli import integration
 
     out = start(project, json, quiet)
@@ -45,7 +47,8 @@ def _validate(project: str, region: Region | None, send_event: bool, timeout: fl
             anonymous_id=f"avsb-test-{uuid.uuid4()}", **DEFAULT_FIELDS
         )
     doc = integration.validate(
-        project, region=region.value if region else None, send_event=event, timeout=timeout
+        project, region=region.value if region else None, send_event=event, timeout=timeout,
+        from_dashboard=from_dashboard, local=local,
     )
     if json:
         out.document(doc)
@@ -85,6 +88,8 @@ def segment_validate(
     region: ValidateRegionOpt = None,
     send_event: SendEventOpt = False,
     timeout: TimeoutOpt = None,
+    from_dashboard: FromDashboardOpt = False,
+    local: LocalOpt = False,
     project: ProjectOpt = "default",
     json: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -93,13 +98,14 @@ def segment_validate(
 
     Checks: the key is well-formed; Segment's settings CDN knows it; the
     workspace's region matches; the tracking API accepts it. Exit 0 only if
-    every check passes.
+    every check passes. With no local key and a login to A vs B, or with
+    --from-dashboard, the key checked is the one the dashboard holds.
 
     \b
     Example:
       avsb segment validate --project shop --json
     """
-    _validate(project, region, send_event, timeout, json, quiet)
+    _validate(project, region, send_event, timeout, from_dashboard, local, json, quiet)
 
 
 
@@ -132,6 +138,8 @@ def segment_test_event(
         bool, typer.Option("--dry-run", help="Print the exact JSON payload; send nothing.")
     ] = False,
     timeout: TimeoutOpt = None,
+    from_dashboard: FromDashboardOpt = False,
+    local: LocalOpt = False,
     project: ProjectOpt = "default",
     json: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -154,7 +162,7 @@ def segment_test_event(
     }
     doc = integration.send_test_event(
         project, fields=fields, user_id=user_id, anonymous_id=anonymous_id,
-        dry_run=dry_run, timeout=timeout,
+        dry_run=dry_run, timeout=timeout, from_dashboard=from_dashboard, local=local,
     )
     if json or dry_run:
         if dry_run and not json:
