@@ -7,8 +7,10 @@ the retry policy written in the README:
 - retried: connection errors (refused, reset), timeouts, HTTP 408, 429 and
   5xx except 501 and 505;
 - backoff: 0.5 s, 1 s, 2 s, ... capped at 8 s, each scaled by a random
-  factor in [0.5, 1] (jitter); ``Retry-After`` is honoured up to 10 s (a
-  longer one ends the attempts at once rather than hammering the server);
+  factor in [0.5, 1] (jitter); ``Retry-After`` (seconds or a date) lengthens
+  a wait up to 10 s (a longer one ends the attempts at once rather than
+  hammering the server) but never shortens it: a negative, zero, ``nan``,
+  ``inf``, past or garbled value gets the normal backoff;
 - bounded: at most ``attempts`` tries and never past the total ``deadline``
   (20 s by default, ``--timeout`` / ``AVSB_TIMEOUT``); each attempt's
   connect and read timeouts are cut to the time left;
@@ -24,6 +26,7 @@ messageId and Segment deduplicates a retry that had in fact arrived; only
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 import socket
@@ -283,20 +286,25 @@ def segment_message(resp: httpx.Response) -> str:
 
 
 def _retry_after(resp: httpx.Response) -> float | None:
-    raw = resp.headers.get("Retry-After")
+    """Seconds the server asked to wait, or None when it asked for no usable wait.
+
+    Only a finite, positive number of seconds or a date in the future counts:
+    ``-1``, ``nan``, ``inf``, ``0``, a past date or garbage would otherwise
+    turn the backoff into attempts in a tight loop (or a wait forever).
+    """
+    raw = (resp.headers.get("Retry-After") or "").strip()
     if not raw:
         return None
     try:
-        return max(0.0, float(raw))
+        seconds = float(raw)
     except ValueError:
-        pass
-    from email.utils import parsedate_to_datetime
+        from email.utils import parsedate_to_datetime
 
-    try:
-        when = parsedate_to_datetime(raw)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
+        try:
+            seconds = parsedate_to_datetime(raw).timestamp() - time.time()
+        except (TypeError, ValueError, OverflowError, IndexError):
+            return None
+    return seconds if math.isfinite(seconds) and seconds > 0 else None
 
 
 def request(
@@ -382,8 +390,8 @@ def request(
                     f"longer than avsb waits ({policy.retry_after_cap:g}s)",
                     hint="try again later",
                 )
-        if wait is None:
-            wait = policy.delay(attempt)
+        # Retry-After can lengthen the wait, never shorten it below the backoff.
+        wait = max(wait or 0.0, policy.delay(attempt))
         elapsed = clock() - start
         if attempt >= policy.attempts or elapsed + wait >= policy.deadline:
             raise NetworkError(
