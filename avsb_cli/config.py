@@ -65,34 +65,94 @@ def _ensure_dir(path: Path) -> None:
         raise ConfigError(f"cannot create config folder {path}: {exc.strerror}") from None
 
 
+# avsb's own files hold a few hundred bytes per project. Beyond these limits a
+# file is not one avsb wrote, and tomllib would pay for it: nesting recurses
+# (RecursionError), and every dotted key keeps all its prefixes (memory
+# quadratic in the key's depth: 10,000 dots in 20 KB took 400 MB).
+MAX_TOML_BYTES = 256 << 10
+MAX_TOML_NESTING = 16
+
+
+def _nesting(text: str) -> tuple[int, int]:
+    """The deepest ``[``/``{`` nesting, and the most dots on one line, outside
+    strings and comments, with the line where the worse one was found."""
+    depth = worst = line = where = dots = 0
+    i, n = 0, len(text)
+    while i < n:
+        ch = text[i]
+        if ch in "\"'":
+            quote = text[i:i + 3] if text[i:i + 3] in ('"""', "'''") else ch
+            i += len(quote)
+            while i < n and not text.startswith(quote, i):
+                if text[i] == "\\" and quote[0] == '"':
+                    i += 1  # an escape: the next character can't close the string
+                elif text[i] == "\n":
+                    if len(quote) == 1:
+                        break  # one-line strings end at the line's end (tomllib says why)
+                    line += 1
+                i += 1
+            i += len(quote)
+            continue
+        if ch == "#":
+            end = text.find("\n", i)
+            i = n if end < 0 else end
+            continue
+        if ch == "\n":
+            line, dots = line + 1, 0
+        elif ch in "[{":
+            depth += 1
+        elif ch in "]}":
+            depth = max(0, depth - 1)
+        elif ch == ".":
+            dots += 1
+        if max(depth, dots) > worst:
+            worst, where = max(depth, dots), line + 1
+        i += 1
+    return worst, where
+
+
 def read_toml(path: Path) -> dict[str, Any]:
     """Parse a TOML file; a missing file is empty, a corrupt one a ConfigError."""
+    hint = "fix or move the file; avsb left it untouched"
     try:
-        raw = path.read_bytes()
+        with open(path, "rb") as fh:
+            raw = fh.read(MAX_TOML_BYTES + 1)
     except FileNotFoundError:
         return {}
     except OSError as exc:
         raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
+    if len(raw) > MAX_TOML_BYTES:
+        raise ConfigError(f"{path} is over {MAX_TOML_BYTES >> 10} KB, far too big for an "
+                          "avsb file", hint=hint)
     import tomllib
 
     try:
-        return tomllib.loads(raw.decode("utf-8"))
+        text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = raw.count(b"\n", 0, exc.start) + 1
         raise ConfigError(
-            f"{path} is not valid UTF-8 (line {line}, byte {exc.start})",
-            hint="fix or move the file; avsb left it untouched",
+            f"{path} is not valid UTF-8 (line {line}, byte {exc.start})", hint=hint
         ) from None
+    # Counting first keeps the character-by-character scan off small files.
+    few = sum(text.count(c) for c in "[{.") <= MAX_TOML_NESTING
+    depth, line = (0, 0) if few else _nesting(text)
+    if depth > MAX_TOML_NESTING:
+        raise ConfigError(f"{path} is nested {depth} deep at line {line}; avsb reads at most "
+                          f"{MAX_TOML_NESTING} levels", hint=hint)
+    try:
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         detail = str(exc)
         if "(at end of document)" in detail:
             # tomllib names no line here (a truncated file); name the last one.
             last = raw.rstrip(b"\n").count(b"\n") + 1
             detail = detail.replace("(at end of document)", f"(at end of document, line {last})")
-        raise ConfigError(
-            f"{path} is not valid TOML: {detail}",
-            hint="fix or move the file; avsb left it untouched",
-        ) from None
+        raise ConfigError(f"{path} is not valid TOML: {detail}", hint=hint) from None
+    except (RecursionError, MemoryError, ValueError, OverflowError) as exc:
+        # What the limits above did not foresee: tomllib's other crash
+        # classes are still a bad file, not a bug of avsb's.
+        raise ConfigError(f"{path} cannot be read as TOML ({type(exc).__name__})",
+                          hint=hint) from None
 
 
 def _remove_stale_temps(path: Path) -> None:

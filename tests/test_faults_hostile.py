@@ -106,3 +106,115 @@ def test_a_usable_retry_after_is_still_honoured(busy_server, raw, waited):
         d = seg_mod.request(client, "POST", f"{busy_server.url}/v1/batch", policy=policy,
                             key=KEY, content=b'{"batch":[]}', sleep=ft.sleep, clock=ft.clock)
     assert d.attempts == 2 and ft.sleeps == [waited]
+
+
+# Deeply nested TOML ---------------------------------------------------------------------
+
+STATUS = ("integrations", "segment", "status")
+
+
+def _nested(kind: str, depth: int) -> str:
+    """A TOML document nested ``depth`` deep, in one of the ways TOML nests."""
+    if kind == "array":
+        return "a = " + "[" * depth + "]" * depth + "\n"
+    if kind == "inline":
+        return "a = " + "{b = " * depth + "1" + "}" * depth + "\n"
+    if kind == "dotted":
+        return ".".join(["k"] * depth) + " = 1\n"
+    if kind == "header":
+        return "[" + ".".join(["t"] * depth) + "]\nx = 1\n"
+    if kind == "array_of_tables":
+        return "[[" + ".".join(["t"] * depth) + "]]\nx = 1\n"
+    if kind == "inline_dotted":
+        return "a = {" + ".".join(["k"] * depth) + " = 1}\n"
+    # mixed: a table of arrays of inline tables of dotted keys
+    third = max(1, depth // 3)
+    return ("a = " + "[" * third + "{" + ".".join(["k"] * third) + " = " + "{b = " * third
+            + "1" + "}" * third + "}" + "]" * third + "\n")
+
+
+KINDS = ["array", "inline", "dotted", "header", "array_of_tables", "inline_dotted", "mixed"]
+deep = st.one_of(st.integers(60, 400), st.integers(400, 30_000))
+
+
+def _config_with(config_dir, body: str, name: str = "config.toml") -> None:
+    config_dir.mkdir(mode=0o700, exist_ok=True)
+    path = config_dir / name
+    path.write_text('[projects.default.segment]\nenabled = true\nkey_storage = "file"\n'
+                    if name != "config.toml" else "")
+    with path.open("a") as fh:
+        fh.write(body)
+    path.chmod(0o600)
+
+
+@settings(max_examples=40, **CLI)
+@given(kind=st.sampled_from(KINDS), depth=deep, where=st.sampled_from(["start", "end"]),
+       name=st.sampled_from(["config.toml", "secrets.toml"]))
+def test_toml_nested_deep_is_exit_7_in_one_line(cli, config_dir, kind, depth, where, name):
+    from tests.conftest import one_error_line
+
+    nested = _nested(kind, depth)
+    # Ahead of the nesting, or behind a valid table (secrets.toml's is read too).
+    body = nested if where == "start" else "[other]\nx = 1\n" + nested.replace("a = ", "z = ")
+    if name == "secrets.toml":
+        _config_with(config_dir, '[projects.default.segment]\nenabled = true\n'
+                     'key_storage = "file"\n')
+        (config_dir / "secrets.toml").write_text(body)
+        (config_dir / "secrets.toml").chmod(0o600)
+    else:
+        _config_with(config_dir, body)
+    line = one_error_line(cli(*STATUS), 7)
+    assert name in line and ("nested" in line or "not valid TOML" in line), line
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_toml_nested_within_the_limit_still_reads(config_dir, kind):
+    from avsb_cli import config
+
+    _config_with(config_dir, _nested(kind, 12))
+    assert config.read_toml(config_dir / "config.toml")
+
+
+def test_strings_and_comments_do_not_count_as_nesting(config_dir):
+    from avsb_cli import config
+
+    body = ('a = "' + "[{." * 400 + '"\nb = \'' + "[" * 400 + "'\n# " + "." * 900 + "\n"
+            'c = """\n' + "{" * 300 + '\n"""\nd = \'\'\'' + "." * 100 + "'''\n"
+            'e = "\\"[[[[[[[[[[[[[[[[[[[[[[["\n')
+    _config_with(config_dir, body)
+    assert config.read_toml(config_dir / "config.toml")["b"] == "[" * 400
+
+
+def test_a_huge_config_is_refused_unread(config_dir):
+    from avsb_cli import config
+    from avsb_cli.errors import ConfigError
+
+    _config_with(config_dir, "# padding\n" * (config.MAX_TOML_BYTES // 10 + 10))
+    with pytest.raises(ConfigError, match="far too big"):
+        config.read_toml(config_dir / "config.toml")
+
+
+def _peak_rss_mb(args: list[str], env: dict[str, str]) -> tuple[int, float, str]:
+    """Run avsb as a real process: exit code, its own peak RSS in MB, stderr."""
+    import os
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-m", "avsb_cli", *args], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    assert proc.stderr is not None
+    with proc.stderr:
+        err = proc.stderr.read().decode()
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return proc.returncode, usage.ru_maxrss / 1024, err
+
+
+@pytest.mark.parametrize("kind", ["dotted", "array"])
+def test_deep_toml_in_a_real_process_keeps_memory_flat(config_dir, kind):
+    from tests.conftest import avsb_env
+
+    _config_with(config_dir, _nested(kind, 100_000))
+    code, peak, err = _peak_rss_mb(list(STATUS), avsb_env())
+    assert code == 7 and "Traceback" not in err and err.count("\n") == 1, err
+    assert peak < 120, f"peak RSS {peak:.0f} MB"  # tomllib took >4 GB for the dotted key
