@@ -218,3 +218,108 @@ def test_deep_toml_in_a_real_process_keeps_memory_flat(config_dir, kind):
     code, peak, err = _peak_rss_mb(list(STATUS), avsb_env())
     assert code == 7 and "Traceback" not in err and err.count("\n") == 1, err
     assert peak < 120, f"peak RSS {peak:.0f} MB"  # tomllib took >4 GB for the dotted key
+
+
+# Closed and full standard streams --------------------------------------------------------
+
+# Every command, as a user would run it; "{file}" is an enrollments file.
+COMMANDS = {
+    "version": ["--version"],
+    "help": ["--help"],
+    "group help": ["integrations"],
+    "list": ["integrations", "list"],
+    "status": ["integrations", "segment", "status"],
+    "status json": ["integrations", "segment", "status", "--json"],
+    "enable": ["integrations", "segment", "enable", "--auto-detect"],
+    "enable json": ["integrations", "segment", "enable", "--auto-detect", "--json"],
+    "disable": ["integrations", "segment", "disable"],
+    "test-event": ["segment", "test-event"],
+    "test-event dry-run": ["segment", "test-event", "--dry-run", "--json"],
+    "validate": ["segment", "validate"],
+    "send": ["segment", "send", "{file}"],
+    "completion": ["completion", "bash"],
+    "usage error": ["integrations", "list", "--no-such-option"],
+}
+STDIN_READERS = {
+    "enable --write-key-stdin": ["integrations", "segment", "enable", "--write-key-stdin"],
+    "send -": ["segment", "send", "-"],
+}
+ENROLLMENT = ('{"experiment_id":"e1","experiment_name":"E","variation_id":"v1",'
+              '"variation_name":"V","user_id":"u1","timestamp":"2026-01-02T03:04:05Z"}\n')
+
+
+def _run_with(args: list[str], env: dict[str, str], *, stdout: str = "pipe",
+              stdin: str = "devnull"):
+    """Run avsb for real with fd 0 or 1 closed ("closed") or on /dev/full ("full")."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import Run
+
+    def closing() -> None:
+        if stdout == "closed":
+            os.close(1)
+        if stdin == "closed":
+            os.close(0)
+
+    with open("/dev/full", "w") as full:
+        proc = subprocess.run(
+            [sys.executable, "-m", "avsb_cli", *args], env=env, preexec_fn=closing,
+            stdout=full if stdout == "full" else subprocess.PIPE,
+            stdin=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, timeout=60,
+        )
+    return Run(proc.returncode, proc.stdout or "", proc.stderr)
+
+
+@pytest.fixture
+def real_env(tmp_path, segment):
+    from tests.conftest import avsb_env
+
+    (tmp_path / "in.jsonl").write_text(ENROLLMENT)
+    return avsb_env(AVSB_SEGMENT_WRITE_KEY=KEY, AVSB_CONFIG_DIR=str(tmp_path / "cfg"),
+                    PYTHON_KEYRING_BACKEND="keyring.backends.null.Keyring")
+
+
+def _args(args: list[str], tmp_path) -> list[str]:
+    return [a.replace("{file}", str(tmp_path / "in.jsonl")) for a in args]
+
+
+def _one_clean_error(r) -> str:
+    # Notes for people may come first; one error line, and nothing after it.
+    errors = [ln for ln in r.stderr.splitlines() if ln.startswith("avsb: error: ")]
+    assert r.exit_code != 0, r.stderr
+    assert len(errors) == 1 and r.stderr.endswith(errors[0] + "\n"), r.stderr
+    assert "Traceback" not in r.stderr and "internal error" not in r.stderr
+    return errors[0]
+
+
+@pytest.mark.parametrize("stdout", ["closed", "full"])
+@pytest.mark.parametrize("name", sorted(COMMANDS))
+def test_closed_or_full_stdout_is_one_error_line(real_env, tmp_path, name, stdout):
+    r = _run_with(_args(COMMANDS[name], tmp_path), real_env, stdout=stdout)
+    line = _one_clean_error(r)
+    assert "standard output" in line or name == "usage error", line
+
+
+@pytest.mark.parametrize("name", sorted(COMMANDS))
+def test_closed_stdin_does_not_matter_to_commands_that_do_not_read_it(real_env, tmp_path,
+                                                                       name):
+    r = _run_with(_args(COMMANDS[name], tmp_path), real_env, stdin="closed")
+    assert "Traceback" not in r.stderr and "internal error" not in r.stderr
+    assert r.exit_code == (2 if name in ("usage error", "group help") else 0), r.stderr
+
+
+@pytest.mark.parametrize("name", sorted(STDIN_READERS))
+def test_closed_stdin_is_one_error_line_for_commands_that_read_it(real_env, name):
+    line = _one_clean_error(_run_with(STDIN_READERS[name], real_env, stdin="closed"))
+    assert "standard input" in line
+
+
+def test_a_closed_stdout_never_lets_a_file_take_its_place(real_env, tmp_path):
+    """With fd 1 closed, the config file opened next would be fd 1: nothing may
+    write into it by accident."""
+    r = _run_with(COMMANDS["enable"], real_env, stdout="closed")
+    _one_clean_error(r)
+    config = tmp_path / "cfg" / "config.toml"
+    assert not config.exists() or "avsb" not in config.read_text()

@@ -68,6 +68,8 @@ def _read_key(
     if write_key is not None:
         return writekey.normalise(write_key, source="--write-key"), "--write-key"
     if stdin:
+        if sys.stdin is None:
+            raise InputError("standard input is closed; --write-key-stdin has nothing to read")
         if sys.stdin.isatty():
             raise UsageError("--write-key-stdin reads a pipe or a file, not the terminal",
                              hint="e.g. printf %s \"$KEY\" | avsb ... --write-key-stdin")
