@@ -171,8 +171,15 @@ def _mask_key_like(argv: list[str]) -> None:
 
     for word in argv:
         value = word.split("=", 1)[1] if word.startswith("-") and "=" in word else word
-        if (len(value) >= 16 and re.fullmatch(r"[A-Za-z0-9_.~+-]+", value)
-                and re.search(r"\d", value) and re.search(r"[A-Za-z]", value)):
+        if len(value) < 16:
+            continue
+        # Letters and digits, or (a random key need not have a digit) upper-
+        # and lower-case letters run together; not a lower-case or dashed
+        # word such as an option or a project name.
+        if (re.fullmatch(r"[A-Za-z0-9_.~+-]+", value) and re.search(r"\d", value)
+                and re.search(r"[A-Za-z]", value)) or (
+                re.fullmatch(r"[A-Za-z]+", value) and re.search(r"[a-z]", value)
+                and re.search(r"[A-Z]", value)):
             remember_secret(value)
 
 

@@ -249,8 +249,9 @@ def check_segment(seg: dict[str, Any], project: str) -> None:
     """Raise ConfigError if a field avsb reads has a value it can't use."""
 
     def bad(name: str, value: Any, want: str) -> ConfigError:
-        shown = repr(value)
-        shown = shown if len(shown) <= 40 else shown[:37] + "..."
+        from avsb_cli.writekey import shorten
+
+        shown = shorten(repr(value), 40)  # a key pasted into a field is masked first
         return ConfigError(
             f"{config_path()}: projects.{project}.segment.{name} is {shown}; expected {want}",
             hint="fix or move the file; avsb left it untouched",

@@ -42,7 +42,7 @@ import httpx
 
 from avsb_cli import __version__
 from avsb_cli.errors import AvsbError, NetworkError, UsageError
-from avsb_cli.writekey import redact, remember_secret
+from avsb_cli.writekey import redact, remember_secret, shorten
 
 USER_AGENT = f"avsb/{__version__} (+https://app.avsb.cloud/docs/integrations/segment)"
 EVENT = "avsb_experiment"
@@ -196,10 +196,12 @@ def build_client(
         verify=verify,
         follow_redirects=False,
         # HTTPS_PROXY / NO_PROXY and SSL_CERT_FILE are honoured (corporate CI
-        # needs them; httpx 0.28 reads no .netrc), but loopback always goes
-        # direct so a local proxy or test server is never sent to a proxy.
+        # needs them; httpx 0.28 reads no .netrc), but plain http always goes
+        # direct: endpoints allow it only for loopback addresses, and a proxy
+        # would see the key in its Basic credential (HTTP_PROXY, ALL_PROXY).
         trust_env=True,
-        mounts={"all://127.0.0.1": None, "all://localhost": None, "all://[::1]": None},
+        mounts={"http://": None, "all://127.0.0.1": None, "all://localhost": None,
+                "all://[::1]": None},
     )
 
 
@@ -243,7 +245,7 @@ def describe_error(exc: httpx.HTTPError) -> tuple[str, bool]:
             return "connection reset", True
     text = str(exc).lower()
     if isinstance(exc, httpx.ProxyError):
-        return f"the proxy from HTTPS_PROXY failed ({' '.join(str(exc).split())[:80]})", True
+        return f"the proxy from HTTPS_PROXY failed ({shorten(str(exc), 80)})", True
     if isinstance(exc, httpx.ConnectTimeout):
         return "timed out connecting", True
     if isinstance(exc, httpx.ReadTimeout):
@@ -279,10 +281,7 @@ def segment_message(resp: httpx.Response) -> str:
         pass
     if not text:
         text = resp.text
-    text = " ".join(text.split())
-    if len(text) > 200:
-        text = text[:197] + "..."
-    return redact(text)
+    return shorten(text, 200)
 
 
 def _retry_after(resp: httpx.Response) -> float | None:
@@ -532,7 +531,7 @@ def workspace_region(settings: dict[str, Any]) -> tuple[str | None, str]:
     seg = settings.get("integrations", {}).get("Segment.io") or {}
     api_host = seg.get("apiHost") or ""
     if not isinstance(api_host, str):
-        return None, repr(api_host)[:60]
+        return None, shorten(repr(api_host), 60)
     if not api_host:
         # analytics.js defaults to the US host when the CDN names none.
         return "us", "api.segment.io/v1 (default)"

@@ -323,3 +323,196 @@ def test_a_closed_stdout_never_lets_a_file_take_its_place(real_env, tmp_path):
     _one_clean_error(r)
     config = tmp_path / "cfg" / "config.toml"
     assert not config.exists() or "avsb" not in config.read_text()
+
+
+# The key stays where it belongs --------------------------------------------------------
+
+class RecordingProxy:
+    """An HTTP proxy on 127.0.0.1 that forwards nothing and records everything it gets."""
+
+    def __init__(self) -> None:
+        import socket
+        import threading
+
+        self.received: list[bytes] = []
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with conn:
+                conn.settimeout(2)
+                data = b""
+                try:
+                    while b"\r\n\r\n" not in data:
+                        chunk = conn.recv(65536)
+                        if not chunk:
+                            break
+                        data += chunk
+                    self.received.append(data)
+                    conn.sendall(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n"
+                                 b"Connection: close\r\n\r\n")
+                except OSError:
+                    self.received.append(data)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.fixture
+def proxy():
+    p = RecordingProxy()
+    yield p
+    p.close()
+
+
+PROXY_VARS = ["HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"]
+
+
+def _closed_port(host: str) -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("var", PROXY_VARS)
+@pytest.mark.parametrize("command", [("segment", "test-event"), ("segment", "validate"),
+                                     ("segment", "send", "{file}")])
+def test_a_loopback_endpoint_never_goes_through_a_proxy(cli, monkeypatch, segment, proxy,
+                                                       tmp_path, var, command):
+    (tmp_path / "in.jsonl").write_text(ENROLLMENT)
+    monkeypatch.setenv("AVSB_SEGMENT_WRITE_KEY", KEY)
+    monkeypatch.setenv(var, proxy.url)
+    r = cli(*_args(list(command), tmp_path))
+    assert r.exit_code == 0, r.output
+    assert proxy.received == []
+    assert {q.write_key for q in segment.requests if q.path != "/v1/projects"} >= {KEY}
+
+
+@pytest.mark.parametrize("host", ["127.0.0.2", "127.1.2.3", "127.255.255.254"])
+def test_any_loopback_address_goes_direct_too(cli, monkeypatch, proxy, host):
+    monkeypatch.setenv("AVSB_SEGMENT_WRITE_KEY", KEY)
+    monkeypatch.setenv("AVSB_TIMEOUT", "2")
+    for var in PROXY_VARS:
+        monkeypatch.setenv(var, proxy.url)
+    monkeypatch.setenv("AVSB_SEGMENT_ENDPOINT", f"http://{host}:{_closed_port(host)}")
+    r = cli("segment", "test-event")
+    assert r.exit_code == 6 and "refused" in r.stderr, r.output  # it went there, directly
+    assert proxy.received == []
+
+
+loopback_names = st.one_of(
+    st.sampled_from(["localhost", "LOCALHOST", "localhost.", "localhost.localdomain",
+                     "foo.localhost", "a.b.localhost", "localhost6", "ip6-localhost",
+                     "127.0.0.1.nip.io", "loopback", "0x7f.0.0.1", "2130706433", "127.1",
+                     "0177.0.0.1", "[::ffff:127.0.0.1]", "127.0.0.1.", "localhost.evil.com"]),
+    st.from_regex(r"[a-z0-9-]{1,12}\.localhost", fullmatch=True),
+)
+
+
+@settings(max_examples=60, **CLI)
+@given(host=loopback_names)
+def test_plain_http_is_refused_for_any_name(cli, monkeypatch, host):
+    """Only a literal loopback address may take plain http: a name (even
+    localhost) is resolved and proxied by name, out of avsb's sight."""
+    from avsb_cli import endpoints
+    from avsb_cli.errors import UsageError
+
+    with pytest.raises(UsageError, match="plain http"):
+        endpoints.normalise_url(f"http://{host}:8080")
+    r = cli("integrations", "segment", "enable", "--endpoint", f"http://{host}:8080",
+            "--auto-detect")
+    assert r.exit_code == 2 and "plain http" in r.stderr
+
+
+@settings(max_examples=40, deadline=None)
+@given(address=st.ip_addresses(v=4, network="127.0.0.0/8"), port=st.integers(1, 65535))
+def test_plain_http_is_allowed_for_literal_loopback_addresses(address, port):
+    from avsb_cli import endpoints
+
+    assert endpoints.normalise_url(f"http://{address}:{port}/v1") == f"http://{address}:{port}"
+    assert endpoints.normalise_url(f"http://[::1]:{port}") == f"http://[::1]:{port}"
+
+
+def _no_part_of_key(text: str, key: str = KEY) -> None:
+    """Not the key, nor any 8 characters of it in a row (the mask shows 4)."""
+    for i in range(len(key) - 7):
+        assert key[i:i + 8] not in text, (key[i:i + 8], text)
+
+
+@pytest.mark.parametrize("offset", range(0, 240, 3))
+def test_server_text_is_redacted_before_it_is_shortened(offset):
+    import httpx
+
+    from avsb_cli import writekey
+
+    writekey.remember_secret(KEY)
+    for body in (b"x" * offset + KEY.encode() + b" trailing",
+                 ('{"message": "' + "y" * offset + KEY + '"}').encode()):
+        said = seg_mod.segment_message(httpx.Response(400, content=body))
+        _no_part_of_key(said)
+        assert len(said) <= 200
+
+
+def test_a_400_echoing_the_key_late_in_its_text_shows_none_of_it(cli, segment, monkeypatch):
+    monkeypatch.setenv("AVSB_SEGMENT_WRITE_KEY", KEY)
+    for offset in (150, 165, 170, 190, 196):
+        segment.fault("/v1/track", status=400, body=("z" * offset + KEY).encode())
+        r = cli("segment", "test-event", "--json")
+        assert r.exit_code == 6, r.output
+        _no_part_of_key(r.output)
+
+
+spaces = st.text(" \t\r\n", max_size=4)
+
+
+@settings(max_examples=30, **CLI)
+@given(before=spaces, after=spaces.filter(bool), where=st.sampled_from(["keyring", "file"]))
+def test_a_stored_key_with_whitespace_is_used_and_masked_as_the_key(
+        cli, config_dir, memory_keyring, segment, before, after, where):
+    from avsb_cli import writekey
+
+    flags = ["--insecure-storage"] if where == "file" else []
+    assert cli("integrations", "segment", "enable", "--write-key-stdin", *flags,
+               input=KEY).exit_code == 0
+    if where == "keyring":
+        memory_keyring.set_password("avsb", "segment:default", before + KEY + after)
+    else:
+        (config_dir / "secrets.toml").write_text(
+            f'[segment]\ndefault = "{(before + KEY + after).encode("unicode_escape").decode()}"\n')
+    writekey._SECRETS.clear()
+    doc = cli("integrations", "segment", "status", "--json").json()
+    assert doc["key_state"] == "ok" and doc["key_masked"] == writekey.mask(KEY)
+    assert doc["key_changed_outside_avsb"] is False
+    segment.requests.clear()
+    assert cli("segment", "test-event").exit_code == 0
+    assert [q.write_key for q in segment.requests] == [KEY]
+
+
+@settings(max_examples=60, deadline=None)
+@given(key=st.text(st.characters(categories=["Lu", "Ll"], max_codepoint=0x7F),
+                   min_size=16, max_size=40).filter(
+    lambda s: any(c.isupper() for c in s) and any(c.islower() for c in s)))
+def test_usage_errors_mask_key_shaped_words_without_digits(key):
+    from typer.testing import CliRunner
+
+    from avsb_cli.cli import app
+
+    r = CliRunner().invoke(app, ["integrations", "segment", "enable", "--write-key-stdin", key])
+    assert r.exit_code == 2 and key not in r.output
+
+
+@pytest.mark.parametrize("word", ["my-shop-production", "integrations_segment", "shop.eu.west.1",
+                                  "averyveryverylongprojectname", "--write-key-stdin"])
+def test_usage_errors_keep_ordinary_words(cli, word):
+    r = cli("integrations", "list", word)
+    assert r.exit_code == 2 and word in r.stderr, r.stderr
