@@ -59,10 +59,64 @@ def check_project(name: str) -> str:
 
 
 def _ensure_dir(path: Path) -> None:
+    """Create the config folder, and any missing parent, owner-only (0700)
+    whatever the umask; refuse one that others could change."""
+    missing = []
+    cur = path
+    while not os.path.lexists(cur) and cur != cur.parent:
+        missing.append(cur)
+        cur = cur.parent
+    for folder in reversed(missing):
+        try:
+            os.mkdir(folder, 0o700)
+            os.chmod(folder, 0o700)  # mkdir's mode passes through the umask
+        except FileExistsError:
+            pass  # another avsb made it first; it is checked below
+        except OSError as exc:
+            raise ConfigError(f"cannot create config folder {path}: {exc.strerror}") from None
+    check_private(path)
+
+
+def check_private(path: Path) -> None:
+    """Refuse a config folder or file that someone else owns or may write.
+
+    Anyone who can write there can change which endpoint gets the key, or
+    swap the files under avsb. Root's files are trusted, like ssh does.
+    """
     try:
-        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        st = os.stat(path)
+    except FileNotFoundError:
+        return
     except OSError as exc:
-        raise ConfigError(f"cannot create config folder {path}: {exc.strerror}") from None
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
+    what = "folder" if stat.S_ISDIR(st.st_mode) else "file"
+    if st.st_uid not in (os.geteuid(), 0):
+        raise ConfigError(
+            f"config {what} {path} belongs to another user (uid {st.st_uid}); avsb "
+            "refuses to use it",
+            hint="set AVSB_CONFIG_DIR to a folder of your own, or fix the owner",
+        )
+    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        mode = "700" if what == "folder" else "600"
+        raise ConfigError(
+            f"config {what} {path} is writable by others (mode "
+            f"{stat.S_IMODE(st.st_mode):o}); avsb refuses to use it",
+            hint=f"run: chmod {mode} {path}",
+        )
+
+
+def open_private(path: Path, flags: int = os.O_WRONLY | os.O_CREAT | os.O_APPEND) -> int:
+    """Open a file avsb writes for its user alone: created 0600 whatever the
+    umask, never through a symlink (O_NOFOLLOW). Returns the descriptor;
+    raises OSError like os.open."""
+    fd = os.open(path, flags | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0), 0o600)
+    try:
+        if os.fstat(fd).st_uid == os.geteuid():
+            os.fchmod(fd, 0o600)
+    except OSError:
+        os.close(fd)
+        raise
+    return fd
 
 
 # avsb's own files hold a few hundred bytes per project. Beyond these limits a
@@ -114,6 +168,9 @@ def _nesting(text: str) -> tuple[int, int]:
 def read_toml(path: Path) -> dict[str, Any]:
     """Parse a TOML file; a missing file is empty, a corrupt one a ConfigError."""
     hint = "fix or move the file; avsb left it untouched"
+    if os.path.lexists(path):
+        check_private(path.parent)
+        check_private(path)
     try:
         with open(path, "rb") as fh:
             raw = fh.read(MAX_TOML_BYTES + 1)
@@ -170,9 +227,8 @@ def write_atomic(path: Path, text: str) -> None:
     _remove_stale_temps(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        fd = open_private(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
         try:
-            os.fchmod(fd, 0o600)
             data = memoryview(text.encode("utf-8"))
             while data:  # os.write may write less than asked (a full disk)
                 data = data[os.write(fd, data):]
@@ -200,7 +256,7 @@ def locked(folder: Path, name: str = LOCK_NAME) -> Iterator[None]:
 
     _ensure_dir(folder)
     try:
-        fd = os.open(folder / name, os.O_RDWR | os.O_CREAT, 0o600)
+        fd = open_private(folder / name, os.O_RDWR | os.O_CREAT)
     except OSError as exc:
         raise ConfigError(f"cannot lock config folder {folder}: {exc.strerror}") from None
     try:

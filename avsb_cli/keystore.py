@@ -258,9 +258,12 @@ class FileKeyStore:
         self.path = config_dir() / SECRETS_NAME
 
     def get(self, project: str) -> str | None:
-        from avsb_cli.config import read_toml
+        from avsb_cli.config import _warn_permissions, read_toml
 
-        seg = read_toml(self.path).get("segment", {})
+        data = read_toml(self.path)
+        if data:
+            _warn_permissions(self.path)  # readable by others: the key is exposed
+        seg = data.get("segment", {})
         value = seg.get(project) if isinstance(seg, dict) else None
         return value if isinstance(value, str) and value else None
 

@@ -516,3 +516,123 @@ def test_usage_errors_mask_key_shaped_words_without_digits(key):
 def test_usage_errors_keep_ordinary_words(cli, word):
     r = cli("integrations", "list", word)
     assert r.exit_code == 2 and word in r.stderr, r.stderr
+
+
+# Owner-only files, whatever the umask -------------------------------------------------
+
+ENABLE_FILE = ["integrations", "segment", "enable", "--write-key-stdin", "--insecure-storage"]
+
+
+def _umask_run(args: list[str], env: dict[str, str], umask: int, input: str | None = None,
+               cwd=None):
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import Run
+
+    proc = subprocess.run([sys.executable, "-m", "avsb_cli", *args], env=env, input=input,
+                          preexec_fn=lambda: os.umask(umask), capture_output=True, text=True,
+                          timeout=60, cwd=cwd)
+    return Run(proc.returncode, proc.stdout, proc.stderr)
+
+
+def _modes(top) -> dict[str, int]:
+    import os
+
+    found = {}
+    for root, dirs, files in os.walk(top):
+        for name in dirs + files:
+            path = os.path.join(root, name)
+            found[os.path.relpath(path, top)] = os.stat(path).st_mode & 0o777
+    return found
+
+
+@pytest.mark.parametrize("umask", [0o000, 0o002, 0o022, 0o077])
+@pytest.mark.parametrize("where", ["AVSB_CONFIG_DIR", "HOME"])
+def test_everything_avsb_creates_is_owner_only_whatever_the_umask(tmp_path, umask, where):
+    from tests.conftest import avsb_env
+
+    home = tmp_path / "home"
+    home.mkdir(mode=0o700)
+    extra = {"HOME": str(home), "PYTHON_KEYRING_BACKEND": "keyring.backends.null.Keyring"}
+    if where == "AVSB_CONFIG_DIR":
+        extra["AVSB_CONFIG_DIR"] = str(home / "a" / "b" / "avsb")
+    env = avsb_env(**extra)
+    if where == "HOME":  # ~/.config/avsb, ~/.config made by avsb
+        env.pop("AVSB_CONFIG_DIR", None)
+        env.pop("XDG_CONFIG_HOME", None)
+    r = _umask_run(ENABLE_FILE, env, umask, input=KEY, cwd=tmp_path)
+    assert r.exit_code == 0, r.output
+    modes = _modes(home)
+    assert any(name.endswith("secrets.toml") for name in modes), modes
+    assert {n: m for n, m in modes.items() if m not in (0o700, 0o600)} == {}
+    for name, mode in modes.items():
+        assert mode == (0o700 if (home / name).is_dir() else 0o600), (name, oct(mode))
+
+
+def test_the_shared_private_open_ignores_the_umask_and_symlinks(tmp_path):
+    """send's failed-events file can use the same helper."""
+    import os
+
+    from avsb_cli import config
+
+    old = os.umask(0)
+    try:
+        fd = config.open_private(tmp_path / "failed.jsonl")
+        os.close(fd)
+    finally:
+        os.umask(old)
+    assert (tmp_path / "failed.jsonl").stat().st_mode & 0o777 == 0o600
+    victim = tmp_path / "victim"
+    victim.write_text("keep me")
+    victim.chmod(0o644)
+    (tmp_path / "link").symlink_to(victim)
+    with pytest.raises(OSError):
+        config.open_private(tmp_path / "link")
+    assert victim.read_text() == "keep me" and victim.stat().st_mode & 0o777 == 0o644
+
+
+@settings(max_examples=40, **CLI)
+@given(extra=st.integers(0, 0o077), which=st.sampled_from(["folder", "config.toml",
+                                                            "secrets.toml"]))
+def test_config_others_may_write_is_refused(cli, config_dir, memory_keyring, extra, which):
+    assert cli(*ENABLE_FILE, input=KEY).exit_code == 0
+    path = config_dir if which == "folder" else config_dir / which
+    base = 0o700 if which == "folder" else 0o600
+    path.chmod(base | extra)
+    try:
+        r = cli("integrations", "segment", "status", "--json")
+        if extra & 0o022:
+            from tests.conftest import one_error_line
+
+            line = one_error_line(r, 7)
+            assert "writable by others" in line and "chmod" in line
+            assert r.json()["error"]["code"] == "config"
+        else:
+            assert r.exit_code == 0 and r.json()["key_state"] == "ok", r.output
+    finally:
+        path.chmod(base)
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "geteuid") or __import__("os").geteuid(),
+                    reason="changing a file's owner needs root")
+@pytest.mark.parametrize("which", ["folder", "config.toml", "secrets.toml"])
+def test_config_owned_by_someone_else_is_refused(cli, config_dir, which):
+    import os
+
+    from tests.conftest import one_error_line
+
+    assert cli(*ENABLE_FILE, input=KEY).exit_code == 0
+    path = config_dir if which == "folder" else config_dir / which
+    before = (config_dir / "config.toml").read_bytes()
+    os.chown(path, 65534, 65534)
+    try:
+        # disable reads no secrets.toml (the key stays where it is)
+        for args in (["integrations", "segment", "status"],
+                     ["integrations", "segment", "disable", "--forget-key"]):
+            line = one_error_line(cli(*args), 7)
+            assert "belongs to another user" in line
+    finally:
+        os.chown(path, 0, 0)
+    assert (config_dir / "config.toml").read_bytes() == before
