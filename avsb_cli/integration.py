@@ -69,6 +69,8 @@ def status(
             resolved.source in ("keyring", "file") and key_fp and stored_fp and key_fp != stored_fp
         ),
         "key_problem": resolved.problem.message if resolved.problem else None,
+        # Where the key really is: a plaintext "keyring" is a file like --insecure-storage.
+        "insecure_storage": _insecure_storage(seg.get("key_storage", "none"), keystore),
         "region": seg.get("region", endpoints.DEFAULT_REGION),
         "endpoint": _safe_tracking(seg),
         "endpoint_source": endpoints.endpoint_source(seg),
@@ -78,6 +80,20 @@ def status(
         "config_path": str(store.path),
     }
     return doc
+
+
+def _insecure_storage(storage: str, keystore: Any) -> str | None:
+    """Why the stored key is not safely kept (None: in a real keyring, or none)."""
+    if storage == "file":
+        return "plain file (--insecure-storage)"
+    if storage != "keyring":
+        return None
+    if keystore is None:
+        from avsb_cli import keystore as keystore_mod
+
+        return keystore_mod.loaded_backend_insecurity()
+    check = getattr(keystore, "loaded_backend_insecurity", None)
+    return check() if check else None
 
 
 def _safe_tracking(seg: dict[str, Any]) -> str:

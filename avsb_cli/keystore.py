@@ -120,6 +120,30 @@ def backend() -> Any:
     return kr
 
 
+def insecure_reason(kr: Any) -> str | None:
+    """Why a backend is a keyring in name only, or None for a real one.
+
+    keyrings.alt's PlaintextKeyring (and its pyfs twin) keeps keys
+    base64-encoded in a file under ~/.local/share: no better than
+    --insecure-storage, and keyring picks it by itself when no Secret Service
+    answers. A chainer is as weak as the weakest backend in its chain.
+    """
+    for each in getattr(kr, "backends", None) or [kr]:
+        cls = type(each)
+        name = f"{cls.__module__}.{cls.__qualname__}"
+        if "plaintext" in cls.__qualname__.lower() or "unencrypted" in name.lower():
+            return f"{name} keeps keys in a plain file"
+    return None
+
+
+def loaded_backend_insecurity() -> str | None:
+    """insecure_reason of the backend this process already uses, if it loaded one.
+
+    A read answered by the Secret Service fast path loads none (and is secure).
+    """
+    return insecure_reason(_backend) if _backend is not None else None
+
+
 def backend_name() -> str:
     kr = backend()
     return f"{type(kr).__module__}.{type(kr).__qualname__}"

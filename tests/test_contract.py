@@ -35,6 +35,7 @@ STATUS = {
     "project": {S}, "integration": {S}, "configured": {B}, "enabled": {B}, "mode": {S},
     "key_state": {S}, "key_source": {S}, "key_storage": {S}, "key_masked": {S, NULL},
     "key_fingerprint": {S, NULL}, "key_changed_outside_avsb": {B}, "key_problem": {S, NULL},
+    "insecure_storage": {S, NULL},
     "region": {S}, "endpoint": {S}, "endpoint_source": {S}, "last_validation": {OBJ, NULL},
     "enabled_at": {S, NULL}, "updated_at": {S, NULL}, "config_path": {S},
 }

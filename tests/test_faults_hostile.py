@@ -636,3 +636,47 @@ def test_config_owned_by_someone_else_is_refused(cli, config_dir, which):
     finally:
         os.chown(path, 0, 0)
     assert (config_dir / "config.toml").read_bytes() == before
+
+
+# A plaintext "keyring" ------------------------------------------------------------------
+
+PLAIN = "tests.support.plainkeyring.PlaintextKeyring"
+
+
+@pytest.mark.parametrize("json_mode", [False, True])
+def test_a_plaintext_keyring_is_shown_as_insecure_storage(tmp_path, json_mode):
+    import json
+
+    from tests.conftest import avsb_env, run_avsb
+
+    env = avsb_env(PYTHON_KEYRING_BACKEND=PLAIN, AVSB_CONFIG_DIR=str(tmp_path / "cfg"))
+    flags = ["--json"] if json_mode else []
+    for args, given in ((["integrations", "segment", "enable", "--write-key-stdin"], KEY),
+                        (["integrations", "segment", "status"], None)):
+        r = run_avsb(*args, *flags, env=env, input=given)
+        assert r.exit_code == 0, r.output
+        if json_mode:
+            doc = json.loads(r.stdout)
+            assert doc["key_state"] == "ok"
+            assert "PlaintextKeyring" in doc["insecure_storage"]
+            assert "plain file" in doc["insecure_storage"]
+        else:
+            assert "insecure storage" in r.stdout and "PlaintextKeyring" in r.stdout
+        assert KEY not in r.output
+
+
+def test_a_real_keyring_is_not_called_insecure(cli, enabled):
+    doc = cli("integrations", "segment", "status", "--json").json()
+    assert doc["key_state"] == "ok" and doc["insecure_storage"] is None
+
+
+def test_a_chain_holding_a_plaintext_keyring_is_insecure():
+    from avsb_cli import keystore
+    from tests.support.memkeyring import MemoryKeyring
+    from tests.support.plainkeyring import PlaintextKeyring
+
+    class Chain:
+        backends = [MemoryKeyring(), PlaintextKeyring()]
+
+    assert keystore.insecure_reason(MemoryKeyring()) is None
+    assert "PlaintextKeyring" in (keystore.insecure_reason(Chain()) or "")

@@ -119,6 +119,8 @@ def _render_status(out: Any, doc: dict[str, Any], title: str | None = None) -> N
         key_text = f"UNAVAILABLE: {doc['key_problem']}"
     if doc["key_storage"] == "file" and state == "ok":
         key_text += " [insecure storage: plain file]"
+    elif doc.get("insecure_storage"):
+        key_text += f" [insecure storage: {doc['insecure_storage']}]"
     if doc.get("key_changed_outside_avsb"):
         key_text += " [changed outside avsb]"
     validation = doc.get("last_validation")
