@@ -17,10 +17,12 @@ an owner-only TOML file next to the config.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 from avsb_cli.errors import AvsbError, KeyringUnavailableError
@@ -64,8 +66,29 @@ def _unavailable(
     return cls(f"no usable OS keyring: {reason}", hint=WAYS_OUT)
 
 
+# One deadline for a whole key operation (fast path, backend discovery, the
+# call, the read-back): each step alone bounded by the timeout added up to
+# two or three timeouts (6 s became 11 s). (end, the timeout it came from)
+_deadline: tuple[float, float] | None = None
+
+
+@contextlib.contextmanager
+def _one_deadline() -> Iterator[None]:
+    """Every keyring call inside shares one AVSB_KEYRING_TIMEOUT; nested: the outer's."""
+    global _deadline
+    if _deadline is not None:
+        yield
+        return
+    timeout = _timeout()
+    _deadline = (time.monotonic() + timeout, timeout)
+    try:
+        yield
+    finally:
+        _deadline = None
+
+
 def _bounded(what: str, fn: Callable[[], T]) -> T:
-    """Run a keyring call in a daemon thread and give up after the timeout."""
+    """Run a keyring call in a daemon thread and give up at the deadline."""
     result: dict[str, Any] = {}
 
     def run() -> None:
@@ -74,13 +97,13 @@ def _bounded(what: str, fn: Callable[[], T]) -> T:
         except BaseException as exc:  # handed to the caller below
             result["error"] = exc
 
-    timeout = _timeout()
+    end, total = _deadline or (time.monotonic() + _timeout(), _timeout())
     worker = threading.Thread(target=run, name=f"keyring-{what}", daemon=True)
     worker.start()
-    worker.join(timeout)
+    worker.join(max(0.0, end - time.monotonic()))
     if worker.is_alive():
         raise _unavailable(
-            f"the keyring did not answer within {timeout:g}s "
+            f"the keyring did not answer within {total:g}s "
             "(a locked collection waiting for an unlock prompt?)",
             _KeyringTimeout,
         )
@@ -101,6 +124,11 @@ _backend: Any = None
 
 def backend() -> Any:
     """The keyring backend the keyring library chose, checked to be usable."""
+    with _one_deadline():
+        return _backend_within_deadline()
+
+
+def _backend_within_deadline() -> Any:
     global _backend
     if _backend is not None:
         return _backend
@@ -156,11 +184,12 @@ def reset() -> None:
 
 
 def get_key(project: str) -> str | None:
-    found = secret_service_lookup(project)
-    if found is not None:
-        return found
-    kr = backend()
-    return _bounded("reading the key", lambda: kr.get_password(SERVICE, username(project)))
+    with _one_deadline():
+        found = secret_service_lookup(project)
+        if found is not None:
+            return found
+        kr = backend()
+        return _bounded("reading the key", lambda: kr.get_password(SERVICE, username(project)))
 
 
 def _keyring_would_pick_secret_service() -> bool:
@@ -215,7 +244,11 @@ def secret_service_lookup(project: str) -> str | None:
 
         def call(path: str, iface: str, method: str, sig: str, body: tuple) -> Any:
             addr = DBusAddress(path, bus_name="org.freedesktop.secrets", interface=iface)
-            reply = conn.send_and_get_reply(new_method_call(addr, method, sig, body), timeout=5)
+            # Bounded by what is left of the one deadline (its own 5 s used to
+            # come on top of the keyring's whole timeout).
+            left = (_deadline[0] - time.monotonic()) if _deadline else 5.0
+            reply = conn.send_and_get_reply(new_method_call(addr, method, sig, body),
+                                            timeout=max(0.01, min(5.0, left)))
             return reply.body
 
         try:
@@ -245,19 +278,19 @@ def secret_service_lookup(project: str) -> str | None:
 
 
 def set_key(project: str, key: str) -> None:
-    kr = backend()
-    _bounded("storing the key", lambda: kr.set_password(SERVICE, username(project), key))
-    if get_key(project) != key:
-        raise _unavailable(
-            f"the keyring backend ({type(kr).__name__}) accepted the key but did not keep it"
-        )
+    with _one_deadline():
+        kr = backend()
+        _bounded("storing the key", lambda: kr.set_password(SERVICE, username(project), key))
+        if get_key(project) != key:
+            raise _unavailable(
+                f"the keyring backend ({type(kr).__name__}) accepted the key but did not keep it"
+            )
 
 
 def delete_key(project: str) -> bool:
     """Delete the project's key; False when there was none."""
-    kr = backend()
 
-    def delete() -> bool:
+    def delete(kr: Any) -> bool:
         from keyring.errors import PasswordDeleteError
 
         try:
@@ -270,7 +303,9 @@ def delete_key(project: str) -> bool:
             raise _unavailable(f"deleting the key failed: {exc}") from None
         return True
 
-    return _bounded("deleting the key", delete)
+    with _one_deadline():
+        kr = backend()
+        return _bounded("deleting the key", lambda: delete(kr))
 
 
 class FileKeyStore:

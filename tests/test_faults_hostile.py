@@ -651,9 +651,9 @@ def test_a_plaintext_keyring_is_shown_as_insecure_storage(tmp_path, json_mode):
 
     env = avsb_env(PYTHON_KEYRING_BACKEND=PLAIN, AVSB_CONFIG_DIR=str(tmp_path / "cfg"))
     flags = ["--json"] if json_mode else []
-    for args, given in ((["integrations", "segment", "enable", "--write-key-stdin"], KEY),
+    for args, stdin in ((["integrations", "segment", "enable", "--write-key-stdin"], KEY),
                         (["integrations", "segment", "status"], None)):
-        r = run_avsb(*args, *flags, env=env, input=given)
+        r = run_avsb(*args, *flags, env=env, input=stdin)
         assert r.exit_code == 0, r.output
         if json_mode:
             doc = json.loads(r.stdout)
@@ -680,3 +680,80 @@ def test_a_chain_holding_a_plaintext_keyring_is_insecure():
 
     assert keystore.insecure_reason(MemoryKeyring()) is None
     assert "PlaintextKeyring" in (keystore.insecure_reason(Chain()) or "")
+
+
+# A hung keyring: one deadline in total ---------------------------------------------------
+
+@pytest.mark.parametrize("silent", [False, True], ids=["answers-hello-only", "silent"])
+@pytest.mark.parametrize("args", [["integrations", "segment", "status", "--json"],
+                                  ["segment", "test-event", "--dry-run", "--json"],
+                                  ["integrations", "segment", "disable", "--forget-key"]])
+def test_a_hung_secret_service_ends_within_the_keyring_timeout_in_total(tmp_path, silent, args):
+    """The fast path (jeepney) and keyring's own backend share one deadline: a
+    bus that answers Hello and then nothing took 5 s of the fast path's own
+    timeout plus the whole keyring timeout (6 s became 11 s)."""
+    import json
+    import subprocess
+    import sys
+
+    from tests.conftest import avsb_env
+    from tests.support.fakebus import HungBus
+
+    timeout = 6.0
+    cfg = tmp_path / "cfg"
+    cfg.mkdir(mode=0o700)
+    (cfg / "config.toml").write_text('[projects.default.segment]\nenabled = true\n'
+                                     'mode = "write-key"\nkey_storage = "keyring"\n')
+    (cfg / "config.toml").chmod(0o600)
+    with HungBus(tmp_path / "bus", silent=silent) as address:
+        env = avsb_env(AVSB_CONFIG_DIR=str(cfg), DBUS_SESSION_BUS_ADDRESS=address,
+                       HOME=str(tmp_path), AVSB_KEYRING_TIMEOUT=f"{timeout:g}")
+        for name in ("PYTHON_KEYRING_BACKEND", "XDG_CONFIG_HOME", "XDG_CURRENT_DESKTOP"):
+            env.pop(name, None)
+        started = time.monotonic()
+        proc = subprocess.run([sys.executable, "-m", "avsb_cli", *args], env=env,
+                              capture_output=True, text=True, timeout=60)
+        took = time.monotonic() - started
+    assert "Traceback" not in proc.stderr
+    # The deadline, plus start-up and exit on a loaded machine; never a second timeout.
+    assert took < timeout + 3.5, f"{took:.1f}s for a {timeout:g}s keyring timeout"
+    # A silent bus fails authentication within a second: no keyring, not a hang.
+    said = "no keyring backend" if silent else f"within {timeout:g}s"
+    if args[-1] == "--forget-key":
+        assert proc.returncode == 4 and said in proc.stderr, proc.stderr
+    elif "status" in args:
+        doc = json.loads(proc.stdout)
+        assert doc["key_state"] == "unavailable" and said in doc["key_problem"]
+    else:
+        assert proc.returncode == 0, proc.stderr  # a dry run needs no key
+
+
+def test_the_deadline_is_shared_by_every_step(monkeypatch, hanging_after_fast_path):
+    """In-process: a fast path that used up part of the time leaves only the rest."""
+    from avsb_cli import keystore
+    from avsb_cli.errors import KeyringUnavailableError
+
+    monkeypatch.setenv("AVSB_KEYRING_TIMEOUT", "1")
+    started = time.monotonic()
+    with pytest.raises(KeyringUnavailableError, match="within 1s"):
+        keystore.get_key("default")
+    assert time.monotonic() - started < 1.5
+
+
+@pytest.fixture
+def hanging_after_fast_path(monkeypatch):
+    """A fast path that takes 0.6 s to say "not there", then a keyring that hangs."""
+    import keyring
+
+    from avsb_cli import keystore
+    from tests.support.memkeyring import HangingKeyring
+
+    def slow_lookup(project):
+        return keystore._bounded("reading the key", lambda: time.sleep(0.6))
+
+    monkeypatch.setattr(keystore, "secret_service_lookup", slow_lookup)
+    HangingKeyring.release.clear()
+    keyring.set_keyring(HangingKeyring())
+    keystore.reset()
+    yield
+    HangingKeyring.release.set()
