@@ -18,6 +18,7 @@ import os
 import re
 import stat
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -249,9 +250,33 @@ def write_atomic(path: Path, text: str) -> None:
             os.close(dfd)
 
 
+# Locks this thread holds: a use case holding the config lock around a key
+# store and a config write takes it again in ``update``, and a second flock on
+# a new descriptor of the same file would wait for itself. Per thread, so
+# threads still exclude each other.
+_held = threading.local()
+
+
 @contextlib.contextmanager
 def locked(folder: Path, name: str = LOCK_NAME) -> Iterator[None]:
-    """An exclusive advisory lock on the config folder, for read-modify-write."""
+    """An exclusive advisory lock on the config folder, for read-modify-write.
+
+    Re-entrant within a thread."""
+    held: set[str] = _held.__dict__.setdefault("paths", set())
+    path = str(folder / name)
+    if path in held:
+        yield
+        return
+    with _lock_file(folder, name):
+        held.add(path)
+        try:
+            yield
+        finally:
+            held.discard(path)
+
+
+@contextlib.contextmanager
+def _lock_file(folder: Path, name: str) -> Iterator[None]:
     import fcntl
 
     _ensure_dir(folder)
@@ -343,6 +368,11 @@ class ConfigStore:
         if data:
             _warn_permissions(self.path)
         return data
+
+    def lock(self) -> contextlib.AbstractContextManager[None]:
+        """The lock ``update`` takes, for a caller that changes the key store
+        and the config together (concurrent enables of one project)."""
+        return locked(self.path.parent)
 
     def update(self, change: Callable[[dict[str, Any]], Any]) -> Any:
         """Apply ``change`` to the current document under the lock, then save it."""

@@ -180,7 +180,9 @@ def enable(
         record = validation_record(checks, checked)
 
     storage = old_storage = current.get("key_storage", "none")
-    with deferred_interrupt():
+    # Under the config lock: concurrent enables of one project take turns,
+    # so none reads back another's key and takes it for a broken keyring.
+    with deferred_interrupt(), store.lock():
         undo = None
         if key:
             undo = _store_key(project, key, insecure_storage, keystore)
@@ -300,7 +302,7 @@ def disable(
         keystore = keystore_mod
     current = ConfigStore.segment_of(store.load(), project)
     forgot, undo = False, None
-    with deferred_interrupt():
+    with deferred_interrupt(), store.lock():
         if forget_key:
             forgot, undo = _forget_key_undoable(
                 project, current.get("key_storage", "none"), keystore

@@ -757,3 +757,74 @@ def hanging_after_fast_path(monkeypatch):
     keystore.reset()
     yield
     HangingKeyring.release.set()
+
+
+# Racing `enable`s of one project --------------------------------------------------------
+
+KEYS = [f"Rk{i}x" + "Zq7Xk2LmP9vR4tYw8NcB3hJd6Fg"[: 27] for i in range(6)]
+
+
+def _race(env: dict[str, str], extra: list[str], project: str, tmp_path, n: int = 6):
+    """``n`` real processes enabling ``project``, each with its own key, at once."""
+    import subprocess
+    import sys
+
+    procs = []
+    for i, key in enumerate(KEYS[:n]):
+        (tmp_path / f"key{i}").write_text(key)
+        with open(tmp_path / f"key{i}") as stdin:
+            procs.append(subprocess.Popen(
+                [sys.executable, "-m", "avsb_cli", "integrations", "segment", "enable",
+                 "--write-key-stdin", "-p", project, "--json", *extra],
+                env=env, stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                text=True))
+    outs = [proc.communicate(timeout=120) for proc in procs]
+    return [(proc.returncode, *out) for proc, out in zip(procs, outs, strict=True)]
+
+
+def _check_race(outs, stored_key: str | None, config_dir, project: str) -> None:
+    import tomllib
+
+    from avsb_cli.writekey import fingerprint
+
+    for _, _out, err in outs:
+        assert "Traceback" not in err
+    for code, _out, err in outs:
+        assert "Traceback" not in err
+        # A lost race is not a broken keyring: never exit 4 with "--insecure-storage".
+        assert code == 0, err
+    seg = tomllib.loads((config_dir / "config.toml").read_text())["projects"][project]["segment"]
+    assert stored_key in KEYS
+    assert seg["key_fingerprint"] == fingerprint(stored_key)  # config and store agree
+
+
+@pytest.mark.parametrize("round_", range(3))
+def test_racing_enables_with_the_file_store_all_succeed(tmp_path, round_):
+    import tomllib
+
+    from tests.conftest import avsb_env
+
+    cfg = tmp_path / "cfg"
+    env = avsb_env(AVSB_CONFIG_DIR=str(cfg), PYTHON_KEYRING_BACKEND=PLAIN)
+    outs = _race(env, ["--insecure-storage"], "shop", tmp_path)
+    stored = tomllib.loads((cfg / "secrets.toml").read_text())["segment"]["shop"]
+    _check_race(outs, stored, cfg, "shop")
+
+
+@pytest.mark.secret_service
+@pytest.mark.parametrize("round_", range(3))
+def test_racing_enables_with_the_secret_service_all_succeed(secret_service, tmp_path, round_):
+    import subprocess
+
+    from tests.conftest import avsb_env
+
+    cfg = tmp_path / "cfg"
+    env = avsb_env(**secret_service, AVSB_CONFIG_DIR=str(cfg))
+    env["XDG_CONFIG_HOME"] = str(tmp_path / "xdg")
+    env.pop("PYTHON_KEYRING_BACKEND", None)
+    project = f"race{round_}"
+    outs = _race(env, [], project, tmp_path)
+    stored = subprocess.run(["secret-tool", "lookup", "service", "avsb", "username",
+                             f"segment:{project}"], env=env, capture_output=True, text=True,
+                            timeout=20).stdout
+    _check_race(outs, stored, cfg, project)
