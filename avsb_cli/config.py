@@ -129,8 +129,8 @@ MAX_TOML_NESTING = 16
 
 
 def _nesting(text: str) -> tuple[int, int]:
-    """The deepest ``[``/``{`` nesting, and the most dots on one line, outside
-    strings and comments, with the line where the worse one was found."""
+    """The deepest ``[``/``{`` nesting, or the most dots on one line, outside
+    strings and comments, and its line; the scan stops past the limit."""
     depth = worst = line = where = dots = 0
     i, n = 0, len(text)
     while i < n:
@@ -162,6 +162,8 @@ def _nesting(text: str) -> tuple[int, int]:
             dots += 1
         if max(depth, dots) > worst:
             worst, where = max(depth, dots), line + 1
+            if worst > MAX_TOML_NESTING:
+                break  # enough to refuse it; the rest may be megabytes of it
         i += 1
     return worst, where
 
@@ -195,8 +197,8 @@ def read_toml(path: Path) -> dict[str, Any]:
     few = sum(text.count(c) for c in "[{.") <= MAX_TOML_NESTING
     depth, line = (0, 0) if few else _nesting(text)
     if depth > MAX_TOML_NESTING:
-        raise ConfigError(f"{path} is nested {depth} deep at line {line}; avsb reads at most "
-                          f"{MAX_TOML_NESTING} levels", hint=hint)
+        raise ConfigError(f"{path} is nested more than {MAX_TOML_NESTING} levels deep at line "
+                          f"{line}; avsb reads at most {MAX_TOML_NESTING}", hint=hint)
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
