@@ -20,7 +20,7 @@ from typer.core import TyperGroup
 
 from avsb_cli import __version__
 from avsb_cli.completion import COMPLETE_VAR, PROG
-from avsb_cli.errors import AvsbError, ExitCode, Interrupted, UsageError
+from avsb_cli.errors import AvsbError, ExitCode, Interrupted, OutputError, UsageError
 
 # The root's commands and groups, each built when first named
 # (AvsbGroup.get_command), not on every start: typer turns each command's
@@ -112,6 +112,9 @@ class AvsbGroup(TyperGroup):
     def main(self, args: Any = None, prog_name: Any = None, complete_var: Any = None,
              standalone_mode: bool = True, **extra: Any) -> Any:
         argv = list(sys.argv[1:] if args is None else args)
+        from avsb_cli.streams import reserve_closed_descriptors
+
+        reserve_closed_descriptors()
         code = run_guarded(
             lambda: super(AvsbGroup, self).main(
                 args=argv, prog_name=prog_name or PROG, complete_var=complete_var or COMPLETE_VAR,
@@ -145,21 +148,41 @@ def run_guarded(call: Any, argv: list[str]) -> int:
     from typer import exceptions as typer_exc
     from typer._click import exceptions as click_exc
 
+    from avsb_cli import streams
+
+    saved = sys.stdout
     try:
         try:
+            closed = streams.closed_stdout()
+            if closed:
+                raise closed
+            sys.stdout = streams.GuardedStdout(sys.stdout)
             rv = call()
+            sys.stdout.flush()  # a full disk shows here, inside the guard
             return rv if isinstance(rv, int) else 0
         except (Exception, KeyboardInterrupt):
             # Imported only on the way out of a failure: --version, --help
             # and a Tab never pay for render's imports (bench/).
             from avsb_cli import render
             raise
+        finally:
+            if isinstance(sys.stdout, streams.GuardedStdout):
+                sys.stdout = saved
     except AvsbError as err:
+        if isinstance(err, OutputError):
+            streams.drop_stdout()
         render.current().error(err)
         return int(err.exit_code)
     except click_exc.NoArgsIsHelpError as err:
         # `avsb` or `avsb integrations` alone: show the help, not a one-line error.
-        sys.stdout.write(err.format_message() + "\n")
+        try:
+            out = streams.GuardedStdout(sys.stdout)
+            out.write(err.format_message() + "\n")
+            out.flush()
+        except OutputError as failed:
+            streams.drop_stdout()
+            render.current().error(failed)
+            return int(failed.exit_code)
         return int(ExitCode.USAGE)
     except click_exc.UsageError as err:
         # Raised before a command ran, so look at argv for --json ourselves.
@@ -206,8 +229,15 @@ def _mask_key_like(argv: list[str]) -> None:
 
     for word in argv:
         value = word.split("=", 1)[1] if word.startswith("-") and "=" in word else word
-        if (len(value) >= 16 and re.fullmatch(r"[A-Za-z0-9_.~+-]+", value)
-                and re.search(r"\d", value) and re.search(r"[A-Za-z]", value)):
+        if len(value) < 16:
+            continue
+        # Letters and digits, or (a random key need not have a digit) upper-
+        # and lower-case letters run together; not a lower-case or dashed
+        # word such as an option or a project name.
+        if (re.fullmatch(r"[A-Za-z0-9_.~+-]+", value) and re.search(r"\d", value)
+                and re.search(r"[A-Za-z]", value)) or (
+                re.fullmatch(r"[A-Za-z]+", value) and re.search(r"[a-z]", value)
+                and re.search(r"[A-Z]", value)):
             remember_secret(value)
 
 

@@ -2,8 +2,9 @@
 
 Segment's SDKs take a host without ``/v1`` while raw HTTP needs it, and users
 mix the two up; avsb accepts both and stores the base URL without ``/v1``.
-Plain http is refused except for loopback hosts (local proxies and tests):
-the write key travels in every request.
+Plain http is refused except for a literal loopback address (local relays
+and tests), which is then never sent through a proxy: the write key travels
+in every request.
 """
 
 from __future__ import annotations
@@ -39,12 +40,15 @@ def region_of_api_host(api_host: str) -> str | None:
 
 
 def is_loopback(host: str) -> bool:
-    if host.lower() in ("localhost", "localhost.localdomain") or host.lower().endswith(
-        ".localhost"
-    ):
-        return True
+    """A literal loopback address (127.0.0.0/8, ::1), never a name.
+
+    Names, ``localhost`` included, are resolved through /etc/hosts, NSS or
+    DNS, and proxies match them by name: ``foo.localhost`` and
+    ``localhost.localdomain`` were trusted and sent the key in clear to
+    HTTP_PROXY. Only an address says where the connection goes.
+    """
     try:
-        return ipaddress.ip_address(host).is_loopback
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
 
@@ -76,7 +80,8 @@ def normalise_url(raw: str, *, what: str = "endpoint", secret: str = "the write 
     if scheme == "http" and not is_loopback(host):
         raise UsageError(
             f"refusing plain http for {host}: {secret} would travel unencrypted",
-            hint="use https (plain http is allowed only for localhost and 127.0.0.1)",
+            hint="use https (plain http is allowed only for a loopback address such as "
+            "127.0.0.1 or [::1], not for a name, localhost included)",
         )
     path = parts.path.rstrip("/")
     # A loop, not an if: ".../v1/v1" once stripped would still end in /v1,

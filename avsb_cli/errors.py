@@ -13,7 +13,8 @@ from enum import IntEnum
 
 class ExitCode(IntEnum):
     OK = 0
-    #: An unexpected failure (a bug): reported in one line, never a traceback.
+    #: An unexpected failure (a bug), or a closed or failing standard output:
+    #: reported in one line, never a traceback.
     ERROR = 1
     #: Bad command line: unknown option, bad value, conflicting options.
     USAGE = 2
@@ -109,6 +110,13 @@ class ConfigError(AvsbError):
 class InputError(AvsbError):
     exit_code = ExitCode.INPUT
     code = "input"
+
+
+class OutputError(AvsbError):
+    """Standard output is closed or a write to it failed (a full disk)."""
+
+    exit_code = ExitCode.ERROR
+    code = "output"
 
 
 class Interrupted(AvsbError):

@@ -72,6 +72,8 @@ def status(
             resolved.source in ("keyring", "file") and key_fp and stored_fp and key_fp != stored_fp
         ),
         "key_problem": resolved.problem.message if resolved.problem else None,
+        # Where the key really is: a plaintext "keyring" is a file like --insecure-storage.
+        "insecure_storage": _insecure_storage(seg.get("key_storage", "none"), keystore),
         "region": seg.get("region", endpoints.DEFAULT_REGION),
         "endpoint": _safe_tracking(seg),
         "endpoint_source": endpoints.endpoint_source(seg),
@@ -98,6 +100,20 @@ def remote_doc(project_id: str, state: Any, local_fp: str | None) -> dict[str, A
     doc = {"project_id": project_id, **state.to_dict()}
     doc["same_key_as_local"] = doc["key_fingerprint"] == local_fp
     return doc
+
+
+def _insecure_storage(storage: str, keystore: Any) -> str | None:
+    """Why the stored key is not safely kept (None: in a real keyring, or none)."""
+    if storage == "file":
+        return "plain file (--insecure-storage)"
+    if storage != "keyring":
+        return None
+    if keystore is None:
+        from avsb_cli import keystore as keystore_mod
+
+        return keystore_mod.loaded_backend_insecurity()
+    check = getattr(keystore, "loaded_backend_insecurity", None)
+    return check() if check else None
 
 
 def _safe_tracking(seg: dict[str, Any]) -> str:
@@ -211,7 +227,9 @@ def enable(
             else:  # the stored key, else whatever the dashboard has now
                 remote_key = _stored_key(project, storage, keystore) or state.write_key
         before = _project_table(data, project)
-        with deferred_interrupt():
+        # Under the config lock: concurrent enables of one project take turns,
+        # so none reads back another's key and takes it for a broken keyring.
+        with deferred_interrupt(), store.lock():
             undo = None
             if key and local_changed:
                 undo = _store_key(project, key, insecure_storage, keystore)
@@ -420,7 +438,9 @@ def disable(
         if remote is not None:
             state = remote.api.get_segment(remote.id)
         before = _project_table(data, project)
-        with deferred_interrupt():
+        # Under the config lock: concurrent enables of one project take turns,
+        # so none reads back another's key and takes it for a broken keyring.
+        with deferred_interrupt(), store.lock():
             if forget_key:
                 forgot, undo = _forget_key_undoable(
                     project, current.get("key_storage", "none"), keystore

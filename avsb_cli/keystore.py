@@ -17,10 +17,12 @@ an owner-only TOML file next to the config.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 from avsb_cli.errors import AvsbError, KeyringUnavailableError
@@ -69,8 +71,29 @@ def _unavailable(
     return cls(f"no usable OS keyring: {reason}", hint=WAYS_OUT)
 
 
+# One deadline for a whole key operation (fast path, backend discovery, the
+# call, the read-back): each step alone bounded by the timeout added up to
+# two or three timeouts (6 s became 11 s). (end, the timeout it came from)
+_deadline: tuple[float, float] | None = None
+
+
+@contextlib.contextmanager
+def _one_deadline() -> Iterator[None]:
+    """Every keyring call inside shares one AVSB_KEYRING_TIMEOUT; nested: the outer's."""
+    global _deadline
+    if _deadline is not None:
+        yield
+        return
+    timeout = _timeout()
+    _deadline = (time.monotonic() + timeout, timeout)
+    try:
+        yield
+    finally:
+        _deadline = None
+
+
 def _bounded(what: str, fn: Callable[[], T]) -> T:
-    """Run a keyring call in a daemon thread and give up after the timeout."""
+    """Run a keyring call in a daemon thread and give up at the deadline."""
     result: dict[str, Any] = {}
 
     def run() -> None:
@@ -79,13 +102,13 @@ def _bounded(what: str, fn: Callable[[], T]) -> T:
         except BaseException as exc:  # handed to the caller below
             result["error"] = exc
 
-    timeout = _timeout()
+    end, total = _deadline or (time.monotonic() + _timeout(), _timeout())
     worker = threading.Thread(target=run, name=f"keyring-{what}", daemon=True)
     worker.start()
-    worker.join(timeout)
+    worker.join(max(0.0, end - time.monotonic()))
     if worker.is_alive():
         raise _unavailable(
-            f"the keyring did not answer within {timeout:g}s "
+            f"the keyring did not answer within {total:g}s "
             "(a locked collection waiting for an unlock prompt?)",
             _KeyringTimeout,
         )
@@ -106,6 +129,11 @@ _backend: Any = None
 
 def backend() -> Any:
     """The keyring backend the keyring library chose, checked to be usable."""
+    with _one_deadline():
+        return _backend_within_deadline()
+
+
+def _backend_within_deadline() -> Any:
     global _backend
     if _backend is not None:
         return _backend
@@ -125,6 +153,30 @@ def backend() -> Any:
     return kr
 
 
+def insecure_reason(kr: Any) -> str | None:
+    """Why a backend is a keyring in name only, or None for a real one.
+
+    keyrings.alt's PlaintextKeyring (and its pyfs twin) keeps keys
+    base64-encoded in a file under ~/.local/share: no better than
+    --insecure-storage, and keyring picks it by itself when no Secret Service
+    answers. A chainer is as weak as the weakest backend in its chain.
+    """
+    for each in getattr(kr, "backends", None) or [kr]:
+        cls = type(each)
+        name = f"{cls.__module__}.{cls.__qualname__}"
+        if "plaintext" in cls.__qualname__.lower() or "unencrypted" in name.lower():
+            return f"{name} keeps keys in a plain file"
+    return None
+
+
+def loaded_backend_insecurity() -> str | None:
+    """insecure_reason of the backend this process already uses, if it loaded one.
+
+    A read answered by the Secret Service fast path loads none (and is secure).
+    """
+    return insecure_reason(_backend) if _backend is not None else None
+
+
 def backend_name() -> str:
     """The keyring backend's dotted name, as `avsb doctor` shows it."""
     kr = backend()
@@ -142,11 +194,12 @@ def get_key(project: str) -> str | None:
 
 
 def _get(user: str, what: str = "the key") -> str | None:
-    found = _secret_service_lookup(user, what)
-    if found is not None:
-        return found
-    kr = backend()
-    return _bounded(f"reading {what}", lambda: kr.get_password(SERVICE, user))
+    with _one_deadline():
+        found = _secret_service_lookup(user, what)
+        if found is not None:
+            return found
+        kr = backend()
+        return _bounded(f"reading {what}", lambda: kr.get_password(SERVICE, user))
 
 
 def get_token(host: str) -> str | None:
@@ -219,7 +272,11 @@ def _secret_service_lookup(user: str, what: str) -> str | None:
 
         def call(path: str, iface: str, method: str, sig: str, body: tuple) -> Any:
             addr = DBusAddress(path, bus_name="org.freedesktop.secrets", interface=iface)
-            reply = conn.send_and_get_reply(new_method_call(addr, method, sig, body), timeout=5)
+            # Bounded by what is left of the one deadline (its own 5 s used to
+            # come on top of the keyring's whole timeout).
+            left = (_deadline[0] - time.monotonic()) if _deadline else 5.0
+            reply = conn.send_and_get_reply(new_method_call(addr, method, sig, body),
+                                            timeout=max(0.01, min(5.0, left)))
             return reply.body
 
         try:
@@ -253,12 +310,13 @@ def set_key(project: str, key: str) -> None:
 
 
 def _set(user: str, value: str, what: str) -> None:
-    kr = backend()
-    _bounded(f"storing {what}", lambda: kr.set_password(SERVICE, user, value))
-    if _get(user, what) != value:
-        raise _unavailable(
-            f"the keyring backend ({type(kr).__name__}) accepted {what} but did not keep it"
-        )
+    with _one_deadline():
+        kr = backend()
+        _bounded(f"storing {what}", lambda: kr.set_password(SERVICE, user, value))
+        if _get(user, what) != value:
+            raise _unavailable(
+                f"the keyring backend ({type(kr).__name__}) accepted {what} but did not keep it"
+            )
 
 
 def delete_key(project: str) -> bool:
@@ -267,9 +325,8 @@ def delete_key(project: str) -> bool:
 
 
 def _delete(user: str, what: str) -> bool:
-    kr = backend()
 
-    def delete() -> bool:
+    def delete(kr: Any) -> bool:
         from keyring.errors import PasswordDeleteError
 
         try:
@@ -282,7 +339,9 @@ def _delete(user: str, what: str) -> bool:
             raise _unavailable(f"deleting {what} failed: {exc}") from None
         return True
 
-    return _bounded(f"deleting {what}", delete)
+    with _one_deadline():
+        kr = backend()
+        return _bounded(f"deleting {what}", lambda: delete(kr))
 
 
 class FileKeyStore:
@@ -301,9 +360,12 @@ class FileKeyStore:
         return cls("tokens")
 
     def get(self, project: str) -> str | None:
-        from avsb_cli.config import read_toml
+        from avsb_cli.config import _warn_permissions, read_toml
 
-        seg = read_toml(self.path).get(self.table, {})
+        data = read_toml(self.path)
+        if data:
+            _warn_permissions(self.path)  # readable by others: the secret is exposed
+        seg = data.get(self.table, {})
         value = seg.get(project) if isinstance(seg, dict) else None
         return value if isinstance(value, str) and value else None
 

@@ -7,8 +7,10 @@ the retry policy written in the README:
 - retried: connection errors (refused, reset), timeouts, HTTP 408, 429 and
   5xx except 501 and 505;
 - backoff: 0.5 s, 1 s, 2 s, ... capped at 8 s, each scaled by a random
-  factor in [0.5, 1] (jitter); ``Retry-After`` is honoured up to 10 s (a
-  longer one ends the attempts at once rather than hammering the server);
+  factor in [0.5, 1] (jitter); ``Retry-After`` (seconds or a date) lengthens
+  a wait up to 10 s (a longer one ends the attempts at once rather than
+  hammering the server) but never shortens it: a negative, zero, ``nan``,
+  ``inf``, past or garbled value gets the normal backoff;
 - bounded: at most ``attempts`` tries and never past the total ``deadline``
   (20 s by default, ``--timeout`` / ``AVSB_TIMEOUT``); each attempt's
   connect and read timeouts are cut to the time left;
@@ -24,6 +26,7 @@ messageId and Segment deduplicates a retry that had in fact arrived; only
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 import socket
@@ -39,7 +42,7 @@ import httpx
 
 from avsb_cli import __version__
 from avsb_cli.errors import AvsbError, NetworkError, UsageError
-from avsb_cli.writekey import redact, remember_secret
+from avsb_cli.writekey import redact, remember_secret, shorten
 
 USER_AGENT = f"avsb/{__version__} (+https://app.avsb.cloud/docs/integrations/segment)"
 EVENT = "avsb_experiment"
@@ -195,10 +198,12 @@ def build_client(
         verify=verify,
         follow_redirects=False,
         # HTTPS_PROXY / NO_PROXY and SSL_CERT_FILE are honoured (corporate CI
-        # needs them; httpx 0.28 reads no .netrc), but loopback always goes
-        # direct so a local proxy or test server is never sent to a proxy.
+        # needs them; httpx 0.28 reads no .netrc), but plain http always goes
+        # direct: endpoints allow it only for loopback addresses, and a proxy
+        # would see the key in its Basic credential (HTTP_PROXY, ALL_PROXY).
         trust_env=True,
-        mounts={"all://127.0.0.1": None, "all://localhost": None, "all://[::1]": None},
+        mounts={"http://": None, "all://127.0.0.1": None, "all://localhost": None,
+                "all://[::1]": None},
     )
 
 
@@ -242,7 +247,7 @@ def describe_error(exc: httpx.HTTPError) -> tuple[str, bool]:
             return "connection reset", True
     text = str(exc).lower()
     if isinstance(exc, httpx.ProxyError):
-        return f"the proxy from HTTPS_PROXY failed ({' '.join(str(exc).split())[:80]})", True
+        return f"the proxy from HTTPS_PROXY failed ({shorten(str(exc), 80)})", True
     if isinstance(exc, httpx.ConnectTimeout):
         return "timed out connecting", True
     if isinstance(exc, httpx.ReadTimeout):
@@ -278,27 +283,29 @@ def segment_message(resp: httpx.Response) -> str:
         pass
     if not text:
         text = resp.text
-    text = " ".join(text.split())
-    if len(text) > 200:
-        text = text[:197] + "..."
-    return redact(text)
+    return shorten(text, 200)
 
 
 def _retry_after(resp: httpx.Response) -> float | None:
-    raw = resp.headers.get("Retry-After")
+    """Seconds the server asked to wait, or None when it asked for no usable wait.
+
+    Only a finite, positive number of seconds or a date in the future counts:
+    ``-1``, ``nan``, ``inf``, ``0``, a past date or garbage would otherwise
+    turn the backoff into attempts in a tight loop (or a wait forever).
+    """
+    raw = (resp.headers.get("Retry-After") or "").strip()
     if not raw:
         return None
     try:
-        return max(0.0, float(raw))
+        seconds = float(raw)
     except ValueError:
-        pass
-    from email.utils import parsedate_to_datetime
+        from email.utils import parsedate_to_datetime
 
-    try:
-        when = parsedate_to_datetime(raw)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
+        try:
+            seconds = parsedate_to_datetime(raw).timestamp() - time.time()
+        except (TypeError, ValueError, OverflowError, IndexError):
+            return None
+    return seconds if math.isfinite(seconds) and seconds > 0 else None
 
 
 def request(
@@ -385,8 +392,8 @@ def request(
                     f"longer than avsb waits ({policy.retry_after_cap:g}s)",
                     hint="try again later",
                 )
-        if wait is None:
-            wait = policy.delay(attempt)
+        # Retry-After can lengthen the wait, never shorten it below the backoff.
+        wait = max(wait or 0.0, policy.delay(attempt))
         elapsed = clock() - start
         if attempt >= policy.attempts or elapsed + wait >= policy.deadline:
             raise NetworkError(
@@ -527,7 +534,7 @@ def workspace_region(settings: dict[str, Any]) -> tuple[str | None, str]:
     seg = settings.get("integrations", {}).get("Segment.io") or {}
     api_host = seg.get("apiHost") or ""
     if not isinstance(api_host, str):
-        return None, repr(api_host)[:60]
+        return None, shorten(repr(api_host), 60)
     if not api_host:
         # analytics.js defaults to the US host when the CDN names none.
         return "us", "api.segment.io/v1 (default)"

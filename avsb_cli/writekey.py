@@ -40,6 +40,16 @@ def redact(text: str) -> str:
     return text
 
 
+def shorten(text: str, limit: int) -> str:
+    """``text`` on one line, redacted and then cut to ``limit`` characters.
+
+    In that order: cut first, a key echoed near the limit would lose its end
+    and no longer match, and most of it would be shown.
+    """
+    text = redact(" ".join(text.split()))
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
 def mask(key: str | None) -> str:
     """At most the last 4 characters, never more than a quarter of the key."""
     if not key:
@@ -135,16 +145,21 @@ def resolve(project: str, seg: dict[str, Any], *, keystore: Any | None = None) -
             key = keystore.get_key(project)
         except AvsbError as exc:
             return ResolvedKey(None, "keyring", "unavailable", exc)
-        if key is None:
-            return ResolvedKey(None, "keyring", "missing")
-        remember_secret(key)
-        return ResolvedKey(key, "keyring", "ok")
+        return _stored(key, "keyring")
     if storage == "file":
         from avsb_cli import keystore as keystore_mod
 
-        key = keystore_mod.FileKeyStore().get(project)
-        if key is None:
-            return ResolvedKey(None, "file", "missing")
-        remember_secret(key)
-        return ResolvedKey(key, "file", "ok")
+        return _stored(keystore_mod.FileKeyStore().get(project), "file")
     return ResolvedKey(None, "none", "none")
+
+
+def _stored(raw: str | None, source: str) -> ResolvedKey:
+    """A key read back from a store, normalised like one given on input: a
+    ``KEY\n`` stored by another tool is used, and masked, as ``KEY``."""
+    if raw is None:
+        return ResolvedKey(None, source, "missing")
+    remember_secret(raw)  # whatever happens next, never shown whole
+    try:
+        return ResolvedKey(normalise(raw, source=f"the {source}"), source, "ok")
+    except InvalidKeyError as exc:
+        return ResolvedKey(None, source, "invalid", exc)

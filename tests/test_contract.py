@@ -35,6 +35,7 @@ STATUS = {
     "project": {S}, "integration": {S}, "configured": {B}, "enabled": {B}, "mode": {S},
     "key_state": {S}, "key_source": {S}, "key_storage": {S}, "key_masked": {S, NULL},
     "key_fingerprint": {S, NULL}, "key_changed_outside_avsb": {B}, "key_problem": {S, NULL},
+    "insecure_storage": {S, NULL},
     "region": {S}, "endpoint": {S}, "endpoint_source": {S}, "last_validation": {OBJ, NULL},
     "enabled_at": {S, NULL}, "updated_at": {S, NULL}, "config_path": {S},
     "remote": {OBJ, NULL},
@@ -89,7 +90,7 @@ ERROR = {"error": {OBJ}}
 ERROR_BODY = {"code": {S}, "message": {S}, "hint": {S}}
 ERROR_CODES = {"usage", "not_configured", "keyring_unavailable", "invalid_key",
                "validation_failed", "network", "config", "input", "interrupted", "error",
-               "auth", "conflict", "not_found"}
+               "auth", "conflict", "not_found", "output"}
 
 
 def json_type(value: object) -> str:

@@ -536,7 +536,7 @@ def test_unknown_region_is_a_usage_error(avsb, config_dir):
         ("https://proxy.example.com/segment/v1/", "https://proxy.example.com/segment"),
         ("https://seg.example.com:8443/v1", "https://seg.example.com:8443"),
         ("http://127.0.0.1:9999/v1", "http://127.0.0.1:9999"),
-        ("http://localhost:8080/", "http://localhost:8080"),
+        ("http://127.0.0.2:8080/", "http://127.0.0.2:8080"),
         ("http://[::1]:8080", "http://[::1]:8080"),
     ],
 )

@@ -38,6 +38,7 @@ def use(kr) -> None:
 @pytest.fixture
 def hanging(monkeypatch):
     monkeypatch.setenv("AVSB_KEYRING_TIMEOUT", "0.2")
+    HangingKeyring.release.clear()  # another file's fixture may have left it set
     yield HangingKeyring()
     # Let the abandoned worker threads finish.
     HangingKeyring.release.set()

@@ -72,6 +72,8 @@ def _read_key(
     if write_key is not None:
         return writekey.normalise(write_key, source="--write-key"), "--write-key"
     if stdin:
+        if sys.stdin is None:
+            raise InputError("standard input is closed; --write-key-stdin has nothing to read")
         if sys.stdin.isatty():
             raise UsageError("--write-key-stdin reads a pipe or a file, not the terminal",
                              hint="e.g. printf %s \"$KEY\" | avsb ... --write-key-stdin")
@@ -122,6 +124,8 @@ def _render_status(out: Any, doc: dict[str, Any], title: str | None = None,
         key_text = f"UNAVAILABLE: {doc['key_problem']}"
     if doc["key_storage"] == "file" and state == "ok":
         key_text += " [insecure storage: plain file]"
+    elif doc.get("insecure_storage"):
+        key_text += f" [insecure storage: {doc['insecure_storage']}]"
     if doc.get("key_changed_outside_avsb"):
         key_text += " [changed outside avsb]"
     validation = doc.get("last_validation")

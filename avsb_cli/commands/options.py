@@ -81,7 +81,7 @@ def raise_after_document(err: AvsbError, quiet: bool) -> None:
 
 
 def interactive(no_input: bool) -> bool:
-    return not no_input and sys.stdin.isatty() and sys.stderr.isatty()
+    return not no_input and sys.stdin is not None and sys.stdin.isatty() and sys.stderr.isatty()
 
 
 LocalOpt = Annotated[
