@@ -1,9 +1,9 @@
-"""`segment send`'s fast path: JSON Lines a chunk at a time, built from columns.
+"""`segment send` reads JSON Lines a chunk at a time, decoded by msgspec in one call.
 
-The reference is the line-by-line path (read_jsonl + MessageBuilder.build),
-which the rest of test_send.py pins down. Whatever the input, the chunked
-path must give the same messages, the same bad lines with the same numbers
-and messages, and the same count of records.
+A chunk with a bad line is read again a line at a time (read_jsonl +
+MessageBuilder.rows), for the line numbers; test_send.py pins that path
+down. Whatever the input, the chunked reading must give the same messages,
+the same bad lines with the same numbers and messages, and the same count.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from avsb_cli import backfill, segment
+from avsb_cli.backfill import build, deliver, read
 from tests.test_send import enrollment
 
 FIELDS = ["experiment_id", "experiment_name", "variation_id", "variation_name", "user_id",
@@ -117,20 +118,6 @@ def test_records_alone_in_big_chunks_match_too(lines):
     same(b"".join(lines))
 
 
-def test_a_clean_export_takes_the_column_path(monkeypatch):
-    """The shortcut is taken, not only correct: build() runs once per template."""
-    data = b"".join(json.dumps(enrollment(i)).encode() + b"\n" for i in range(3000))
-    calls = []
-    real = backfill.MessageBuilder.build
-    monkeypatch.setattr(backfill.MessageBuilder, "build",
-                        lambda self, rec: calls.append(1) or real(self, rec))
-    got = chunked(data)
-    assert len(got.messages) == 3000 and not got.problems
-    assert len(calls) <= 12  # 3 experiments x 2 variations x user/anonymous
-    monkeypatch.undo()
-    assert got.messages == reference(data).messages
-
-
 @pytest.mark.parametrize("line, change, error", [
     (322, {"user_id": " "}, "no user_id or anonymous_id"),  # enrollment(321) has a user_id
     (321, {"anonymous_id": ""}, "no user_id or anonymous_id"),  # enrollment(320) has not
@@ -178,7 +165,7 @@ def test_chunks_end_at_newlines_and_count_lines(monkeypatch):
 
 
 def test_a_line_longer_than_the_limit_is_skipped_without_reading_it_into_memory(monkeypatch):
-    monkeypatch.setattr(backfill, "MAX_LINE_BYTES", 300)
+    monkeypatch.setattr(read, "MAX_LINE_BYTES", 300)
     monkeypatch.setattr(backfill, "CHUNK_BYTES", 16)
     good = json.dumps(enrollment(1)).encode() + b"\n"
     assert len(good) < 300
@@ -228,7 +215,7 @@ def test_the_builders_sha256_is_sha256():
     import hashlib
 
     for data in (b"", b"proj\0exp\0var\0u:1\0" + b"x" * 200):
-        assert backfill._sha256(data).hexdigest() == hashlib.sha256(data).hexdigest()
+        assert build._sha256(data).hexdigest() == hashlib.sha256(data).hexdigest()
 
 
 # Batching --------------------------------------------------------------------------
@@ -251,13 +238,10 @@ def greedy(parts: list[list[bytes]], room: int, most: int) -> list[list[bytes]]:
                       max_size=8),
        room=st.integers(1, 400), most=st.integers(1, 12))
 def test_batcher_cuts_where_a_message_at_a_time_would(parts, room, most):
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(backfill, "MAX_BATCH_BYTES", room + 64)
-        mp.setattr(backfill, "MAX_BATCH_EVENTS", most)
-        batcher = backfill.Batcher()
-        got = [batch for part in parts for batch in batcher.add(part)]
-        if rest := batcher.rest():
-            got.append(rest)
+    batcher = backfill.Batcher(room + 64, most)
+    got = [batch for part in parts for batch in batcher.add(part)]
+    if rest := batcher.rest():
+        got.append(rest)
     assert got == greedy(parts, room, most)
     assert batcher.rest() == []
 
@@ -308,7 +292,7 @@ def test_a_failed_batch_is_read_back_from_its_body_as_built():
 def test_gzip_batch_without_zlib_ng_is_the_same_document(monkeypatch):
     messages = [json.dumps(enrollment(i)).encode() for i in range(300)]
     fast = backfill.gzip_batch(b",".join(messages), "T")
-    monkeypatch.setattr(backfill, "zlib", zlib)
+    monkeypatch.setattr(deliver, "zlib", zlib)
     plain = backfill.gzip_batch(b",".join(messages), "T")
     assert zlib.decompress(fast, 47) == zlib.decompress(plain, 47)
 

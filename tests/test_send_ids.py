@@ -10,8 +10,13 @@ import csv
 import hashlib
 import io
 import json
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from avsb_cli import backfill
 
 STAMPS = ["2024-05-01T12:00:00.000Z", "2026-10-01T12:00:00Z", "2024-05-01T14:30:00+02:00",
           "2024-05-01T07:00:00.5-05:00", "2024-05-01T12:00:00.123456Z",
@@ -65,3 +70,20 @@ def test_message_ids_are_those_of_earlier_releases(cli, enabled, tmp_path, fmt):
     ids = [e["messageId"] for e in enabled.events]
     assert ids[:2] == FIRST_TWO
     assert hashlib.sha256("\n".join(ids).encode()).hexdigest() == ALL_SHA256
+
+
+@settings(max_examples=500, deadline=None)
+@given(when=st.datetimes(min_value=datetime(1900, 1, 1), max_value=datetime(2200, 1, 1)),
+       minutes=st.integers(-23 * 60 - 59, 23 * 60 + 59),
+       spec=st.sampled_from(["seconds", "milliseconds", "microseconds", "auto"]),
+       z=st.booleans(), sep=st.sampled_from(["T", " "]))
+def test_every_timestamp_form_is_normalised_as_datetime_would(when, minutes, spec, z, sep):
+    """The shortcuts of normalise_timestamp (kept text, cached minutes) agree with
+    the plain formula: parse, convert to UTC, format with Z."""
+    aware = when.replace(tzinfo=timezone(timedelta(minutes=minutes)))
+    text = aware.isoformat(sep=sep, timespec=spec)
+    if z and minutes == 0:
+        text = text.replace("+00:00", "Z")
+    utc = datetime.fromisoformat(text).astimezone(UTC)  # (the text may drop digits)
+    spec = "milliseconds" if utc.microsecond % 1000 == 0 else "microseconds"
+    assert backfill.normalise_timestamp(text) == utc.isoformat(timespec=spec)[:-6] + "Z"

@@ -55,7 +55,6 @@ from avsb_cli.backfill.limits import (
     FIELDS,
     MAX_BATCH_BYTES,
     MAX_BATCH_EVENTS,
-    MAX_LINE_BYTES,
     PART_ROWS,
     REQUIRED,
     SWITCH_INTERVAL,
@@ -89,7 +88,7 @@ def parts(stream: IO[bytes], fmt: str, builder: MessageBuilder, *,
         return
     for done, n, chunk in jsonl_chunks(stream):
         if chunk is None:
-            yield Part([], [(done + 1, f"longer than {MAX_LINE_BYTES >> 20} MiB")], 1, done + 1)
+            yield Part([], [(done + 1, read.too_long())], 1, done + 1)
         else:
             yield builder.chunk(chunk, done, n, strict=strict)
 

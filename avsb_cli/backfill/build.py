@@ -86,10 +86,16 @@ _convert = msgspec.convert
 _fromiso = datetime.fromisoformat
 
 
+_utc_minutes: dict[str, str] = {}
+
+
 def normalise_timestamp(value: Any) -> str:
     """ISO-8601 with a zone, as UTC with ``Z`` (milliseconds, or microseconds if needed).
 
-    Every form takes the same steps (parse, convert to UTC, format), all in C.
+    datetime.fromisoformat checks every form in C. Formatting a datetime
+    back costs ten times that, so the usual shapes (``YYYY-MM-DDTHH:MM:SS``,
+    any fraction, ``Z`` or an offset) keep their own text: only the offset's
+    minute changes, looked up once per distinct minute and offset.
     """
     if type(value) is not str:
         raise BadRecord("timestamp must be an ISO-8601 string, e.g. 2024-05-01T12:00:00Z")
@@ -101,12 +107,37 @@ def normalise_timestamp(value: Any) -> str:
         except ValueError:
             raise BadRecord(f"timestamp {value[:40]!r} is not ISO-8601 or not a valid date "
                             "and time") from None
-    if when.tzinfo is not UTC:
-        if when.tzinfo is None:
-            raise BadRecord(f"timestamp {value[:40]!r} has no time zone (add Z for UTC)")
+        value = value.strip()
+    tz = when.tzinfo
+    if tz is None:
+        raise BadRecord(f"timestamp {value[:40]!r} has no time zone (add Z for UTC)")
+    usual = len(value) >= 20 and value[4] == value[7] == "-" and value[10] == "T" and (
+        value[13] == value[16] == ":")
+    if usual and tz is UTC:
+        if len(value) == 20:
+            return value[:19] + ".000Z"  # ...:SSZ
+        if len(value) == 24 and value[19] == "." and value[23] == "Z":
+            return value  # JavaScript's toISOString(), as it stands
+        minute = value[:16]
+    elif usual and value[-6] in "+-" and value[-3] == ":":  # a whole-minute offset
+        key = value[:16] + value[-6:]
+        minute = _utc_minutes.get(key)  # type: ignore[assignment]
+        if minute is None:
+            if len(_utc_minutes) >= 100_000:
+                _utc_minutes.clear()
+            minute = _utc_minutes[key] = when.astimezone(UTC).isoformat()[:16]
+    else:  # other forms: week dates, no seconds, basic format
         when = when.astimezone(UTC)
-    spec = "milliseconds" if when.microsecond % 1000 == 0 else "microseconds"
-    return when.isoformat(timespec=spec)[:-6] + "Z"
+        spec = "milliseconds" if when.microsecond % 1000 == 0 else "microseconds"
+        return when.isoformat(timespec=spec)[:-6] + "Z"
+    us = when.microsecond
+    if not us:
+        frac = ".000Z"
+    elif value[19] == "." and value[23:24] in ("Z", "+", "-"):  # milliseconds
+        frac = value[19:23] + "Z"
+    else:
+        frac = f".{us // 1000:03d}Z" if us % 1000 == 0 else f".{us:06d}Z"
+    return minute + value[16:19] + frac
 
 
 def message_id(project: str, experiment_id: str, variation_id: str,

@@ -21,7 +21,11 @@ from avsb_cli.errors import InputError, UsageError
 
 #: (line number, a JSON line or a CSV row, what is wrong with it already)
 Row = tuple[int, "bytes | dict[str, Any] | None", "str | None"]
-_TOO_LONG = f"longer than {MAX_LINE_BYTES >> 20} MiB"
+
+
+def too_long() -> str:
+    """The problem of a line over MAX_LINE_BYTES."""
+    return f"longer than {MAX_LINE_BYTES >> 20} MiB"
 
 
 def detect_format(source: str, fmt: str | None, stream: Any) -> str:
@@ -85,7 +89,7 @@ def read_jsonl(stream: IO[bytes], start: int = 0) -> Iterator[Row]:
         if len(raw) > MAX_LINE_BYTES and not raw.endswith(b"\n"):
             while raw and not raw.endswith(b"\n"):  # skip the rest of it
                 raw = readline(MAX_LINE_BYTES)
-            yield line_no, None, _TOO_LONG
+            yield line_no, None, too_long()
             continue
         if line_no == 1 and raw.startswith(BOM):  # (jsonl_chunks strips it itself)
             raw = raw[3:]
