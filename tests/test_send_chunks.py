@@ -321,3 +321,70 @@ def test_send_to_an_http_endpoint_asks_for_a_plain_client(enabled, tmp_path, mon
     src.write_text(json.dumps(enrollment(1)) + "\n")
     doc = backfill.send("default", str(src), failed_file=tmp_path / "f.jsonl")
     assert doc["sent"] == 1 and asked == [False]
+
+
+# CSV ------------------------------------------------------------------------------------
+
+csv_value = st.sampled_from(["exp_1", "Exp, 1", 'say "hi"', "two\nlines", "cr\r\nlf", "é☃",
+                             "", " ", "u1", "a1", "2024-05-01T12:00:00Z", "bad-time"])
+
+
+@st.composite
+def csv_file(draw: st.DrawFn) -> bytes:
+    import csv as csvmod
+
+    names = draw(st.permutations(FIELDS))
+    if draw(st.booleans()):
+        names = [n for n in names if n != "anonymous_id"]
+    out = io.StringIO()
+    writer = csvmod.writer(out, lineterminator=draw(st.sampled_from(["\n", "\r\n"])))
+    writer.writerow(names)
+    for _ in range(draw(st.integers(0, 30))):
+        kind = draw(st.integers(0, 9))
+        if kind == 0:
+            out.write("\n")  # a blank line
+        elif kind == 1:
+            writer.writerow(["x"] * draw(st.integers(1, 9)))  # a wrong field count
+        else:
+            good = {"experiment_id": "exp_1", "experiment_name": "Exp 1", "variation_id": "v",
+                    "variation_name": "V", "user_id": f"u{kind}", "anonymous_id": "",
+                    "timestamp": "2024-05-01T12:00:00.000Z"}
+            if draw(st.booleans()):
+                good[draw(st.sampled_from(FIELDS))] = draw(csv_value)
+            writer.writerow([good[n] for n in names])
+    return out.getvalue().encode()
+
+
+def csv_reference(data: bytes) -> tuple[list[bytes], list[tuple[int, str]]]:
+    """The plain way: csv.reader over the whole text, each row through MessageBuilder.one."""
+    import csv as csvmod
+
+    reader = csvmod.reader(io.StringIO(data.decode(), newline=""))
+    names = [h.strip().lower() for h in next(reader)]
+    builder = backfill.MessageBuilder("proj")
+    messages, problems, last = [], [], reader.line_num
+    for row in reader:
+        line, last = last + 1, reader.line_num
+        if not row:
+            continue
+        if len(row) != len(names):
+            problems.append((line, f"has {len(row)} fields; the header has {len(names)}"))
+            continue
+        try:
+            messages.append(builder.one(dict(zip(names, row, strict=True))))
+        except backfill.BadRecord as exc:
+            problems.append((line, str(exc)))
+    return messages, problems
+
+
+@settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@given(data=csv_file(), chunk=st.integers(1, 300))
+def test_csv_in_chunks_gives_what_csv_reader_row_by_row_gives(data, chunk):
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(backfill, "CHUNK_BYTES", chunk)
+        messages, problems = [], []
+        for part in backfill.parts(io.BytesIO(data), "csv", backfill.MessageBuilder("proj"),
+                                   strict=False):
+            messages += part.messages
+            problems += part.problems
+    assert (messages, problems) == csv_reference(data)

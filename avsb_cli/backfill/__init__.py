@@ -21,7 +21,6 @@ the limits live in the leaf ``limits`` module and are passed down from here.
 from __future__ import annotations
 
 import contextlib
-import itertools
 import os
 import sys
 import time
@@ -55,7 +54,6 @@ from avsb_cli.backfill.limits import (
     FIELDS,
     MAX_BATCH_BYTES,
     MAX_BATCH_EVENTS,
-    PART_ROWS,
     REQUIRED,
     SWITCH_INTERVAL,
 )
@@ -77,12 +75,12 @@ def jsonl_chunks(stream: IO[bytes]) -> Iterator[tuple[int, int, bytes | None]]:
 
 def parts(stream: IO[bytes], fmt: str, builder: MessageBuilder, *,
           strict: bool) -> Iterator[Part]:
-    """The input as Parts: a chunk of JSON Lines, or PART_ROWS rows of CSV, at a time."""
+    """The input as Parts, a chunk of CHUNK_BYTES at a time."""
     if fmt == "csv":
-        rows = read_csv(stream)
+        rows = read_csv(stream, CHUNK_BYTES)
         try:
-            while batch := list(itertools.islice(rows, PART_ROWS)):
-                yield builder.csv_rows(batch, strict=strict)
+            for names, batch in rows:
+                yield builder.csv_rows(names, batch, strict=strict)
         finally:
             rows.close()
         return

@@ -13,6 +13,8 @@ with a messageId derived from the project and the enrollment.
 from __future__ import annotations
 
 import io
+import itertools
+import operator
 import re
 from collections.abc import Iterable
 from datetime import UTC, datetime
@@ -83,6 +85,7 @@ class Part(NamedTuple):
 _decoder = msgspec.json.Decoder(Enrollment)
 _encode = msgspec.json.Encoder().encode
 _convert = msgspec.convert
+_second = operator.itemgetter(1)
 _fromiso = datetime.fromisoformat
 
 
@@ -206,6 +209,7 @@ class MessageBuilder:
         self.project = project
         self._context = msgspec.Raw(_encode(segment.library_context()))
         self._max_bytes = segment.MAX_MESSAGE_BYTES
+        self._picks: dict[tuple[str, ...], Any] = {}
 
     def build(self, rec: dict[str, Any]) -> bytes:
         """One enrollment given as a dict (a CSV row, a line of the failed-events file)."""
@@ -290,15 +294,26 @@ class MessageBuilder:
             return self.rows(read_jsonl(io.BytesIO(chunk), done), strict=strict,
                              last_line=done + n)
 
-    def csv_rows(self, rows: list[Row], *, strict: bool) -> Part:
-        """CSV rows, converted in one call when none has a problem of its own."""
-        if all(problem is None for _, _, problem in rows):
+    def csv_rows(self, names: list[str], rows: list[Row], *, strict: bool) -> Part:
+        """CSV rows (lists in the header's order) after ``read_csv``.
+
+        A CSV value is always text, so the Struct is made directly from the
+        columns msgspec would take; a part with any bad row goes row by row
+        through ``one`` (msgspec.convert), for the line numbers.
+        """
+        values = list(map(_second, rows))
+        if None not in values:  # no problem from the reader
+            pick = self._picks.get(tuple(names))
+            if pick is None:  # the columns Enrollment takes, in its order
+                pick = self._picks[tuple(names)] = operator.itemgetter(
+                    *(names.index(f) for f in Enrollment.__struct_fields__))
             try:
-                recs = _convert([raw for _, raw, _ in rows], list[Enrollment])
+                recs = itertools.starmap(Enrollment, map(pick, values))
                 return Part(list(map(self.message, recs)), [], len(rows), rows[-1][0])
-            except (msgspec.MsgspecError, BadRecord):
+            except BadRecord:
                 pass
-        return self.rows(rows, strict=strict)
+        return self.rows([(n, dict(zip(names, row, strict=True)) if row else None, problem)  # type: ignore[arg-type]
+                          for n, row, problem in rows], strict=strict)
 
 
 def enrollment_of(message: bytes) -> dict[str, Any]:

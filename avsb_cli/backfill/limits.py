@@ -3,10 +3,8 @@
 MAX_BATCH_BYTES = 450_000  # Segment: 500 KB of JSON a batch
 MAX_BATCH_EVENTS = 2000  # Segment: 2,500 events a batch
 MAX_LINE_BYTES = 1 << 20
-#: JSON Lines are read, decoded and built this many bytes at a time (about 250 lines)
+#: input is read, decoded and built this many bytes at a time (about 250 lines)
 CHUNK_BYTES = 1 << 16
-#: CSV rows read, converted and built at a time
-PART_ROWS = 1000
 BAD_LINES_KEPT = 20
 FAILURES_KEPT = 5
 #: failed batches in a row after which the rest is not tried

@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
+import operator
 import os
 import sys
+from collections import deque
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -147,44 +150,95 @@ def jsonl_chunks(stream: IO[bytes], size: int) -> Iterator[tuple[int, int, bytes
         done += n
 
 
-def read_csv(stream: IO[bytes]) -> Iterator[Row]:
-    """CSV rows as dicts keyed by the header's lower-cased names."""
-    # surrogateescape: a stray non-UTF-8 byte spoils its record, not the file.
-    text = io.TextIOWrapper(stream, encoding="utf-8-sig", errors="surrogateescape", newline="")
-    try:
-        reader = csv.reader(text)
-        try:
-            header = next(reader)
-        except StopIteration:
-            return
-        except csv.Error as exc:
-            raise InputError(f"cannot read the CSV header (line 1): {exc}") from None
-        names = [h.strip().lower() for h in header]
-        missing = [f for f in REQUIRED if f not in names]
-        if not any(f in names for f in IDS):
-            missing.append("user_id or anonymous_id")
-        if missing:
-            raise InputError(
-                f"the CSV header (line 1) has no column {', '.join(missing)}",
-                hint="columns: " + ", ".join(FIELDS) + " (user_id and/or anonymous_id)",
-            )
-        width = len(names)
-        last = reader.line_num
+def read_csv(stream: IO[bytes], size: int) -> Iterator[tuple[list[str], list[Row]]]:
+    """CSV rows about ``size`` bytes at a time, with the header's names (lower-cased).
+
+    A row is a list in the header's order, "" added for a missing id column;
+    the reader's own problems (a bad row, a wrong field count) come with the
+    rows, in line order. A chunk without a quote or a lone CR is one row a
+    line, split on commas as csv would; any other goes through csv.reader,
+    which takes further chunks while a quoted field goes on.
+    """
+    chunks = jsonl_chunks(stream, size)  # whole lines
+    pending: deque[str] = deque()  # lines of the chunk csv.reader is on
+
+    def feed() -> Iterator[str]:
         while True:
+            while not pending:
+                done, _, data = next(chunks, (0, 0, b""))
+                if not data:
+                    if data is None:  # a line over MAX_LINE_BYTES: an empty row for csv
+                        pending.append("\n")
+                        continue
+                    return
+                # surrogateescape: a stray non-UTF-8 byte spoils its record, not the file.
+                pending.extend(io.StringIO(data.decode("utf-8", "surrogateescape"), newline=""))
+            yield pending.popleft()
+
+    reader = csv.reader(feed())
+    _row = operator.itemgetter(1)
+    try:
+        header = next(reader)
+    except StopIteration:
+        return
+    except csv.Error as exc:
+        raise InputError(f"cannot read the CSV header (line 1): {exc}") from None
+    names = [h.strip().lower() for h in header]
+    missing = [f for f in REQUIRED if f not in names]
+    if not any(f in names for f in IDS):
+        missing.append("user_id or anonymous_id")
+    if missing:
+        raise InputError(
+            f"the CSV header (line 1) has no column {', '.join(missing)}",
+            hint="columns: " + ", ".join(FIELDS) + " (user_id and/or anonymous_id)",
+        )
+    width = len(names)
+    pad = [f for f in IDS if f not in names][:1]
+    offset = 0  # line number = offset + reader.line_num while csv.reader reads
+    while True:
+        part: list[Row] = []
+        if not pending:
+            done, n, data = next(chunks, (0, 0, b""))
+            if data is None:
+                yield names + pad, [(done + 1, None, too_long())]
+                continue
+            if not data:
+                return
+            text = data.decode("utf-8", "surrogateescape")
+            plain = '"' not in text
+            if plain and "\r" in text:  # CRLF line ends; a lone CR is csv.reader's
+                plain = text.count("\r") == text.count("\r\n")
+                text = text.replace("\r\n", "\n") if plain else text
+            if plain:  # one row a line
+                lines = text.split("\n")
+                if lines[-1] == "":
+                    lines.pop()
+                rows = [line.split(",") for line in lines]
+                if set(map(len, rows)) != {width}:  # blank lines ([""] here, [] for csv)
+                    rows = [r if r != [""] else [] for r in rows]
+                part = list(zip(range(done + 1, done + n + 2), rows, itertools.repeat(None)))
+            else:
+                pending.extend(io.StringIO(text, newline=""))
+                offset = done - reader.line_num
+        last = offset + reader.line_num
+        while pending:  # csv.reader up to the end of a chunk, and on inside a quoted field
             try:
                 row = next(reader)
             except StopIteration:
-                return
+                break
             except csv.Error as exc:
-                yield last + 1, None, f"not valid CSV ({exc})"
-                last = reader.line_num
-                continue
-            line_no, last = last + 1, reader.line_num
-            if not row:
-                continue
-            if len(row) != width:
-                yield line_no, None, f"has {len(row)} fields; the header has {width}"
-                continue
-            yield line_no, dict(zip(names, row, strict=True)), None
-    finally:
-        text.detach()  # the caller owns the stream (stdin included)
+                part.append((last + 1, None, f"not valid CSV ({exc})"))
+            else:
+                part.append((last + 1, row, None))  # type: ignore[arg-type]
+            last = offset + reader.line_num
+        values = list(map(_row, part))
+        if [] in values or set(map(len, filter(None, values))) - {width}:
+            part = [(n, None, f"has {len(r)} fields; the header has {width}")
+                    if r is not None and len(r) != width else (n, r, p)
+                    for n, r, p in part if r != []]  # (a blank line is no row)
+        if pad:
+            for _, r, _ in part:
+                if r is not None:
+                    r.append("")
+        if part:
+            yield names + pad, part
