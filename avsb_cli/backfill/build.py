@@ -97,8 +97,8 @@ def normalise_timestamp(value: Any) -> str:
 
     datetime.fromisoformat checks every form in C. Formatting a datetime
     back costs ten times that, so the usual shapes (``YYYY-MM-DDTHH:MM:SS``,
-    any fraction, ``Z`` or an offset) keep their own text: only the offset's
-    minute changes, looked up once per distinct minute and offset.
+    any fraction, ``Z`` or an offset) keep their own text: an offset changes
+    only the date and hour (and minute), looked up once per distinct one.
     """
     if type(value) is not str:
         raise BadRecord("timestamp must be an ISO-8601 string, e.g. 2024-05-01T12:00:00Z")
@@ -122,13 +122,18 @@ def normalise_timestamp(value: Any) -> str:
         if len(value) == 24 and value[19] == "." and value[23] == "Z":
             return value  # JavaScript's toISOString(), as it stands
         minute = value[:16]
-    elif usual and value[-6] in "+-" and value[-3] == ":":  # a whole-minute offset
-        key = value[:16] + value[-6:]
+    elif usual and value[-6] in "+-" and value[-3] == ":":  # an offset in whole minutes
+        # The UTC date and hour (and minute, for an offset like +05:30) of the
+        # local ones: few distinct in an export, and formatting is the cost.
+        whole = value[-2:] == "00"
+        key = value[:13] + value[-6:] if whole else value[:16] + value[-6:]
         minute = _utc_minutes.get(key)  # type: ignore[assignment]
         if minute is None:
             if len(_utc_minutes) >= 100_000:
                 _utc_minutes.clear()
-            minute = _utc_minutes[key] = when.astimezone(UTC).isoformat()[:16]
+            minute = _utc_minutes[key] = when.astimezone(UTC).isoformat()[:13 if whole else 16]
+        if whole:
+            minute += value[13:16]
     else:  # other forms: week dates, no seconds, basic format
         when = when.astimezone(UTC)
         spec = "milliseconds" if when.microsecond % 1000 == 0 else "microseconds"

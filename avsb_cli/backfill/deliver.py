@@ -37,10 +37,17 @@ from avsb_cli.backfill.limits import (
 )
 from avsb_cli.errors import AvsbError
 
-try:  # zlib-ng's level 1 takes a third of zlib's time here, for 30% more bytes (bench/)
-    from zlib_ng import zlib_ng as zlib
-except ImportError:  # pragma: no cover - the standard library's, same format
-    import zlib  # type: ignore[no-redef]
+zlib: Any = None  # loaded by _zlib() at the first batch: a dry run needs none
+
+
+def _zlib() -> Any:
+    global zlib
+    if zlib is None:
+        try:  # zlib-ng's level 1 takes a third of zlib's time here, for 30% more bytes
+            from zlib_ng import zlib_ng as zlib
+        except ImportError:  # pragma: no cover - the standard library's, same format
+            import zlib
+    return zlib
 
 _encode = msgspec.json.Encoder().encode
 _GZIP_HEADERS = {"Content-Type": "application/json", "Content-Encoding": "gzip"}
@@ -108,7 +115,8 @@ class _Batch(msgspec.Struct):
 
 def messages_of(content: bytes) -> list[bytes]:
     """The messages of a body ``gzip_batch`` made, byte for byte as built."""
-    return [bytes(m) for m in msgspec.json.decode(zlib.decompress(content, 47), type=_Batch).batch]
+    body = _zlib().decompress(content, 47)
+    return [bytes(m) for m in msgspec.json.decode(body, type=_Batch).batch]
 
 
 def _split(joined: bytes) -> list[bytes]:
@@ -160,7 +168,8 @@ def gzip_batch(messages: bytes, sent_at: str) -> bytes:
     """``{"batch":[messages],"sentAt":...}`` gzip-compressed; ``messages`` are
     joined with commas. The envelope goes to the compressor on its own rather
     than be copied around half a megabyte of messages."""
-    gz = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31)
+    z = _zlib()
+    gz = z.compressobj(GZIP_LEVEL, z.DEFLATED, 31)
     return b"".join((gz.compress(b'{"batch":['), gz.compress(messages),
                      gz.compress(b'],"sentAt":"%s"}' % sent_at.encode()), gz.flush()))
 
