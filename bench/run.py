@@ -345,7 +345,8 @@ SENDERS = ("avsb", "avsb csv", "avsb (httpx transport)", "avsb (own transport)",
            "analytics-python", "limit")
 
 
-def bulk(count: int, reps: int, peer_venv: Path, tmp: Path) -> dict[str, Any]:
+def bulk(count: int, reps: int, peer_venv: Path, tmp: Path,
+         baseline: str | None = None) -> dict[str, Any]:
     from tests.support.fakesegment import FakeSegment
 
     data = tmp / f"enrollments-{count}.jsonl"
@@ -353,10 +354,11 @@ def bulk(count: int, reps: int, peer_venv: Path, tmp: Path) -> dict[str, Any]:
     data_csv = tmp / f"enrollments-{count}.csv"
     write_enrollments(data_csv, count, fmt="csv")
     peer = ensure_peer(peer_venv)
-    results: dict[str, list[dict[str, Any]]] = {name: [] for name in SENDERS}
+    senders = SENDERS + (("baseline", "baseline csv") if baseline else ())
+    results: dict[str, list[dict[str, Any]]] = {name: [] for name in senders}
     with FakeSegment(count_only=True) as server:
         server.add_key(KEY)
-        order = list(SENDERS)
+        order = list(senders)
         for rep in range(reps):
             k = rep * 2 % len(order)
             for name in order[k:] + order[:k]:  # rotate: no runner always first
@@ -365,6 +367,9 @@ def bulk(count: int, reps: int, peer_venv: Path, tmp: Path) -> dict[str, Any]:
                     results[name].append(run_avsb(server, data, count, tmp))
                 elif name == "avsb csv":
                     results[name].append(run_avsb(server, data_csv, count, tmp))
+                elif name.startswith("baseline"):
+                    results[name].append(run_avsb(server, data_csv if "csv" in name else data,
+                                                  count, tmp, argv=[str(baseline)]))
                 elif name.startswith("avsb ("):
                     which = "httpx" if "httpx" in name else "avsb"
                     results[name].append(run_avsb(server, data, count, tmp,
@@ -416,7 +421,7 @@ def json_loads_rate(path: Path) -> float:
     return float(r.stdout)
 
 
-def dry_runs(count: int, reps: int, tmp: Path) -> dict[str, Any]:
+def dry_runs(count: int, reps: int, tmp: Path, baseline: str | None = None) -> dict[str, Any]:
     """`segment send --dry-run`, the whole process, per timestamp form and format, against
     json.loads alone over the same JSON Lines."""
     env = base_env() | {"AVSB_CONFIG_DIR": str(tmp / "cfg-dry")}
@@ -432,6 +437,10 @@ def dry_runs(count: int, reps: int, tmp: Path) -> dict[str, Any]:
             wall, _ = timed([*avsb_argv(), "segment", "send", str(path), "--dry-run", "--json"],
                             env, limit=TIMEOUT)
             runs.setdefault(f"{form} {fmt}", []).append(count / wall)
+            if baseline:
+                wall, _ = timed([baseline, "segment", "send", str(path), "--dry-run", "--json"],
+                                env, limit=TIMEOUT)
+                runs.setdefault(f"{form} {fmt} baseline", []).append(count / wall)
             if fmt == "jsonl":
                 runs.setdefault(f"{form} json.loads", []).append(json_loads_rate(path))
     for path in files.values():
@@ -543,6 +552,19 @@ def render(res: dict[str, Any]) -> tuple[str, str]:
                          f"{cs / base:.0%} | {cs / jl:.0%} |")
             worst = min(worst, (jl / base, f"{form} JSON Lines"), (cs / base, f"{form} CSV"))
             worst_csv = min(worst_csv, (cs / jl, form))
+        if f"{next(iter(FORMS))} jsonl baseline" in r:
+            lines += ["", f"Against the baseline (`{res.get('baseline')}`) in the same run, "
+                      "events/s of the dry run:", "",
+                      "| timestamps | format | this avsb | baseline | ratio |",
+                      "| --- | --- | ---: | ---: | ---: |"]
+            for form in FORMS:
+                for fmt in ("jsonl", "csv"):
+                    new, old = r[f"{form} {fmt}"], r[f"{form} {fmt} baseline"]
+                    lines.append(f"| {form} | {fmt} | {new:,} | {old:,} | {new / old:.2f}x |")
+            gains = [r[f"{f} {x}"] / r[f"{f} {x} baseline"] for f in FORMS
+                     for x in ("jsonl", "csv")]
+            short.append(f"| `--dry-run` vs the baseline, same run | {min(gains):.2f}x to "
+                         f"{max(gains):.2f}x over the forms and formats | (reference) | |")
         lines += ["", f"Lowest: {worst[1]} at {worst[0]:.0%} of json.loads (target >= 75%: "
                   f"{verdict(worst[0] >= 0.75)}); CSV at {worst_csv[0]:.0%} of JSON Lines "
                   f"({worst_csv[1]}; target >= 75%: {verdict(worst_csv[0] >= 0.75)}).", ""]
@@ -557,7 +579,7 @@ def render(res: dict[str, Any]) -> tuple[str, str]:
                   "rotated)", "",
                   "| sender | events/s | runs (events/s) | server CPU share |",
                   "| --- | ---: | --- | --- |"]
-        for name in SENDERS:
+        for name in b["runs"]:
             runs = b["runs"].get(name) or []
             if not runs:
                 lines.append(f"| {name} | - | skipped | |")
@@ -580,6 +602,10 @@ def render(res: dict[str, Any]) -> tuple[str, str]:
                          f"| {verdict(ratio >= 10)} |")
             lines.append(f"avsb / analytics-python: {ratio:.2f}x (target >= 10x: "
                          f"{verdict(ratio >= 10)}).")
+        if b.get("baseline"):
+            short.append(f"| `avsb segment send` vs the baseline, same run | "
+                         f"{b['avsb'] / b['baseline']:.2f}x JSON Lines, "
+                         f"{b['avsb csv'] / b['baseline csv']:.2f}x CSV | (reference) | |")
         for name, label in (("avsb", "JSON Lines"), ("avsb csv", "CSV")):
             share = b[name] / b["limit"]
             short.append(f"| `avsb segment send` ({label}) vs the server's limit | {share:.0%} "
@@ -680,6 +706,9 @@ def main() -> None:
     ap.add_argument("--only", choices=PARTS, action="append",
                     help="run only these parts (repeatable)")
     ap.add_argument("--peer-venv", type=Path, default=DEFAULT_PEER_VENV)
+    ap.add_argument("--baseline", metavar="AVSB",
+                    help="another avsb script (e.g. the previous release's) to run beside "
+                         "this one in the dry runs and bulk sends")
     ap.add_argument("--readme", action="store_true", help="also update README.md")
     ap.add_argument("--no-write", action="store_true", help="print only")
     args = ap.parse_args()
@@ -693,7 +722,7 @@ def main() -> None:
     res: dict[str, Any] = {
         "command": " ".join(["python bench/run.py", *sys.argv[1:]]),
         "when": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "machine": machine(), "versions": versions(),
+        "machine": machine(), "versions": versions(), "baseline": args.baseline,
     }
     load0 = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="avsb-bench-") as tmpdir:
@@ -703,9 +732,9 @@ def main() -> None:
         if "transport" in parts:
             res["transport"] = transport_startup(runs, tmp)
         if "dry" in parts:
-            res["dry"] = dry_runs(events, reps, tmp)
+            res["dry"] = dry_runs(events, reps, tmp, args.baseline)
         if "bulk" in parts:
-            res["bulk"] = bulk(events, reps, args.peer_venv, tmp)
+            res["bulk"] = bulk(events, reps, args.peer_venv, tmp, args.baseline)
         if "memory" in parts:
             res["memory"] = memory(small, large, tmp)
     res["load"] = (load0, os.getloadavg()[0])

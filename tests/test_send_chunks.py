@@ -356,7 +356,7 @@ def csv_file(draw: st.DrawFn) -> bytes:
 
 
 def csv_reference(data: bytes) -> tuple[list[bytes], list[tuple[int, str]]]:
-    """The plain way: csv.reader over the whole text, each row through MessageBuilder.one."""
+    """The plain way: csv.reader over the whole text, each row through MessageBuilder.build."""
     import csv as csvmod
 
     reader = csvmod.reader(io.StringIO(data.decode(), newline=""))
@@ -371,7 +371,7 @@ def csv_reference(data: bytes) -> tuple[list[bytes], list[tuple[int, str]]]:
             problems.append((line, f"has {len(row)} fields; the header has {len(names)}"))
             continue
         try:
-            messages.append(builder.one(dict(zip(names, row, strict=True))))
+            messages.append(builder.build(dict(zip(names, row, strict=True))))
         except backfill.BadRecord as exc:
             problems.append((line, str(exc)))
     return messages, problems

@@ -216,12 +216,9 @@ class MessageBuilder:
         self._max_bytes = segment.MAX_MESSAGE_BYTES
         self._picks: dict[tuple[str, ...], Any] = {}
 
-    def build(self, rec: dict[str, Any]) -> bytes:
-        """One enrollment given as a dict (a CSV row, a line of the failed-events file)."""
-        return self.one(rec)
-
-    def one(self, raw: bytes | dict[str, Any]) -> bytes:
-        """A JSON line (bytes) or a CSV row (dict) through the one validation path."""
+    def build(self, raw: bytes | dict[str, Any]) -> bytes:
+        """A JSON line (bytes) or a record as a dict (a CSV row, a failed event's
+        enrollment) through the one validation path."""
         try:
             rec = _decoder.decode(raw) if type(raw) is bytes else _convert(raw, Enrollment)
         except msgspec.MsgspecError as exc:
@@ -268,7 +265,7 @@ class MessageBuilder:
 
     def rows(self, rows: Iterable[Row], *, strict: bool, last_line: int = 0) -> Part:
         """Records one by one, each problem with its line; stops at the first if strict."""
-        one = self.one
+        build = self.build
         messages: list[bytes] = []
         problems: list[tuple[int, str]] = []
         read = 0
@@ -277,7 +274,7 @@ class MessageBuilder:
             last_line = max(last_line, line_no)
             if problem is None:
                 try:
-                    messages.append(one(raw))  # type: ignore[arg-type]
+                    messages.append(build(raw))  # type: ignore[arg-type]
                     continue
                 except BadRecord as exc:
                     problem = str(exc)
@@ -304,7 +301,7 @@ class MessageBuilder:
 
         A CSV value is always text, so the Struct is made directly from the
         columns msgspec would take; a part with any bad row goes row by row
-        through ``one`` (msgspec.convert), for the line numbers.
+        through ``build`` (msgspec.convert), for the line numbers.
         """
         values = list(map(_second, rows))
         if None not in values:  # no problem from the reader
