@@ -1,9 +1,9 @@
-"""`segment send`'s fast path: JSON Lines a chunk at a time, built from columns.
+"""`segment send` reads JSON Lines a chunk at a time, decoded by msgspec in one call.
 
-The reference is the line-by-line path (read_jsonl + MessageBuilder.build),
-which the rest of test_send.py pins down. Whatever the input, the chunked
-path must give the same messages, the same bad lines with the same numbers
-and messages, and the same count of records.
+A chunk with a bad line is read again a line at a time (read_jsonl +
+MessageBuilder.rows), for the line numbers; test_send.py pins that path
+down. Whatever the input, the chunked reading must give the same messages,
+the same bad lines with the same numbers and messages, and the same count.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from avsb_cli import backfill, segment
+from avsb_cli.backfill import build, deliver, read
 from tests.test_send import enrollment
 
 FIELDS = ["experiment_id", "experiment_name", "variation_id", "variation_name", "user_id",
@@ -117,20 +118,6 @@ def test_records_alone_in_big_chunks_match_too(lines):
     same(b"".join(lines))
 
 
-def test_a_clean_export_takes_the_column_path(monkeypatch):
-    """The shortcut is taken, not only correct: build() runs once per template."""
-    data = b"".join(json.dumps(enrollment(i)).encode() + b"\n" for i in range(3000))
-    calls = []
-    real = backfill.MessageBuilder.build
-    monkeypatch.setattr(backfill.MessageBuilder, "build",
-                        lambda self, rec: calls.append(1) or real(self, rec))
-    got = chunked(data)
-    assert len(got.messages) == 3000 and not got.problems
-    assert len(calls) <= 12  # 3 experiments x 2 variations x user/anonymous
-    monkeypatch.undo()
-    assert got.messages == reference(data).messages
-
-
 @pytest.mark.parametrize("line, change, error", [
     (322, {"user_id": " "}, "no user_id or anonymous_id"),  # enrollment(321) has a user_id
     (321, {"anonymous_id": ""}, "no user_id or anonymous_id"),  # enrollment(320) has not
@@ -178,7 +165,7 @@ def test_chunks_end_at_newlines_and_count_lines(monkeypatch):
 
 
 def test_a_line_longer_than_the_limit_is_skipped_without_reading_it_into_memory(monkeypatch):
-    monkeypatch.setattr(backfill, "MAX_LINE_BYTES", 300)
+    monkeypatch.setattr(read, "MAX_LINE_BYTES", 300)
     monkeypatch.setattr(backfill, "CHUNK_BYTES", 16)
     good = json.dumps(enrollment(1)).encode() + b"\n"
     assert len(good) < 300
@@ -228,7 +215,7 @@ def test_the_builders_sha256_is_sha256():
     import hashlib
 
     for data in (b"", b"proj\0exp\0var\0u:1\0" + b"x" * 200):
-        assert backfill._sha256(data).hexdigest() == hashlib.sha256(data).hexdigest()
+        assert build._sha256(data).hexdigest() == hashlib.sha256(data).hexdigest()
 
 
 # Batching --------------------------------------------------------------------------
@@ -251,13 +238,10 @@ def greedy(parts: list[list[bytes]], room: int, most: int) -> list[list[bytes]]:
                       max_size=8),
        room=st.integers(1, 400), most=st.integers(1, 12))
 def test_batcher_cuts_where_a_message_at_a_time_would(parts, room, most):
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(backfill, "MAX_BATCH_BYTES", room + 64)
-        mp.setattr(backfill, "MAX_BATCH_EVENTS", most)
-        batcher = backfill.Batcher()
-        got = [batch for part in parts for batch in batcher.add(part)]
-        if rest := batcher.rest():
-            got.append(rest)
+    batcher = backfill.Batcher(room + 64, most)
+    got = [batch for part in parts for batch in batcher.add(part)]
+    if rest := batcher.rest():
+        got.append(rest)
     assert got == greedy(parts, room, most)
     assert batcher.rest() == []
 
@@ -308,7 +292,7 @@ def test_a_failed_batch_is_read_back_from_its_body_as_built():
 def test_gzip_batch_without_zlib_ng_is_the_same_document(monkeypatch):
     messages = [json.dumps(enrollment(i)).encode() for i in range(300)]
     fast = backfill.gzip_batch(b",".join(messages), "T")
-    monkeypatch.setattr(backfill, "zlib", zlib)
+    monkeypatch.setattr(deliver, "zlib", zlib)
     plain = backfill.gzip_batch(b",".join(messages), "T")
     assert zlib.decompress(fast, 47) == zlib.decompress(plain, 47)
 
@@ -337,3 +321,70 @@ def test_send_to_an_http_endpoint_asks_for_a_plain_client(enabled, tmp_path, mon
     src.write_text(json.dumps(enrollment(1)) + "\n")
     doc = backfill.send("default", str(src), failed_file=tmp_path / "f.jsonl")
     assert doc["sent"] == 1 and asked == [False]
+
+
+# CSV ------------------------------------------------------------------------------------
+
+csv_value = st.sampled_from(["exp_1", "Exp, 1", 'say "hi"', "two\nlines", "cr\r\nlf", "é☃",
+                             "", " ", "u1", "a1", "2024-05-01T12:00:00Z", "bad-time"])
+
+
+@st.composite
+def csv_file(draw: st.DrawFn) -> bytes:
+    import csv as csvmod
+
+    names = draw(st.permutations(FIELDS))
+    if draw(st.booleans()):
+        names = [n for n in names if n != "anonymous_id"]
+    out = io.StringIO()
+    writer = csvmod.writer(out, lineterminator=draw(st.sampled_from(["\n", "\r\n"])))
+    writer.writerow(names)
+    for _ in range(draw(st.integers(0, 30))):
+        kind = draw(st.integers(0, 9))
+        if kind == 0:
+            out.write("\n")  # a blank line
+        elif kind == 1:
+            writer.writerow(["x"] * draw(st.integers(1, 9)))  # a wrong field count
+        else:
+            good = {"experiment_id": "exp_1", "experiment_name": "Exp 1", "variation_id": "v",
+                    "variation_name": "V", "user_id": f"u{kind}", "anonymous_id": "",
+                    "timestamp": "2024-05-01T12:00:00.000Z"}
+            if draw(st.booleans()):
+                good[draw(st.sampled_from(FIELDS))] = draw(csv_value)
+            writer.writerow([good[n] for n in names])
+    return out.getvalue().encode()
+
+
+def csv_reference(data: bytes) -> tuple[list[bytes], list[tuple[int, str]]]:
+    """The plain way: csv.reader over the whole text, each row through MessageBuilder.build."""
+    import csv as csvmod
+
+    reader = csvmod.reader(io.StringIO(data.decode(), newline=""))
+    names = [h.strip().lower() for h in next(reader)]
+    builder = backfill.MessageBuilder("proj")
+    messages, problems, last = [], [], reader.line_num
+    for row in reader:
+        line, last = last + 1, reader.line_num
+        if not row:
+            continue
+        if len(row) != len(names):
+            problems.append((line, f"has {len(row)} fields; the header has {len(names)}"))
+            continue
+        try:
+            messages.append(builder.build(dict(zip(names, row, strict=True))))
+        except backfill.BadRecord as exc:
+            problems.append((line, str(exc)))
+    return messages, problems
+
+
+@settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@given(data=csv_file(), chunk=st.integers(1, 300))
+def test_csv_in_chunks_gives_what_csv_reader_row_by_row_gives(data, chunk):
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(backfill, "CHUNK_BYTES", chunk)
+        messages, problems = [], []
+        for part in backfill.parts(io.BytesIO(data), "csv", backfill.MessageBuilder("proj"),
+                                   strict=False):
+            messages += part.messages
+            problems += part.problems
+    assert (messages, problems) == csv_reference(data)

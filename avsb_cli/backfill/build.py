@@ -1,0 +1,333 @@
+"""Enrollment -> Segment message: one typed record, one validation path, msgspec both ways.
+
+An enrollment is decoded into ``Enrollment`` by msgspec, in C: from JSON
+Lines (a whole chunk at once with ``decode_lines``, or one line) and from
+CSV rows (``convert``) alike, so both formats pass the same checks and give
+the same errors, each naming the field. ``MessageBuilder.message`` then does
+what a type can't say: a blank field is a missing one, a numeric id is text,
+the timestamp has a zone and is normalised to UTC. The message is the one
+``segment.experiment_event`` builds, field for field, encoded by msgspec,
+with a messageId derived from the project and the enrollment.
+"""
+
+from __future__ import annotations
+
+import io
+import itertools
+import operator
+import re
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any, NamedTuple
+
+import msgspec
+
+from avsb_cli import segment
+from avsb_cli.backfill.limits import FIELDS, REQUIRED
+from avsb_cli.backfill.read import Row, read_jsonl
+
+try:  # CPython's own SHA-256 (3.12+: _sha2, 3.11: _sha256). On a 60-byte input
+    # OpenSSL's per-call set-up is a third of the hashing (bench/).
+    from _sha2 import sha256 as _sha256  # type: ignore[import-not-found]
+except ImportError:  # pragma: no cover - depends on the Python
+    try:
+        from _sha256 import sha256 as _sha256  # type: ignore[import-not-found,no-redef]
+    except ImportError:
+        from hashlib import sha256 as _sha256
+
+
+class BadRecord(Exception):
+    """A record that is not sent; the message names what is wrong with it."""
+
+
+class Enrollment(msgspec.Struct, gc=False):
+    """One enrollment as read; other fields and columns are ignored."""
+
+    experiment_id: str
+    experiment_name: str
+    variation_id: str
+    variation_name: str
+    timestamp: str
+    user_id: str | int | None = None  # numeric ids in an export are taken as text
+    anonymous_id: str | int | None = None
+
+
+class Properties(msgspec.Struct, gc=False):
+    experiment_id: str
+    experiment_name: str
+    variation_id: str
+    variation_name: str
+    event_name: str
+
+
+class Message(msgspec.Struct, omit_defaults=True, gc=False):
+    """``segment.experiment_event``'s message, its fields in the same order."""
+
+    type: str
+    event: str
+    messageId: str  # noqa: N815 - Segment's names
+    timestamp: str
+    properties: Properties
+    context: msgspec.Raw
+    userId: str | None = None  # noqa: N815
+    anonymousId: str | None = None  # noqa: N815
+
+
+class Part(NamedTuple):
+    """What one chunk of input came to."""
+
+    messages: list[bytes]
+    problems: list[tuple[int, str]]  # (line, what is wrong), in line order
+    read: int  # records (blank lines are not records)
+    last_line: int
+
+
+_decoder = msgspec.json.Decoder(Enrollment)
+_encode = msgspec.json.Encoder().encode
+_convert = msgspec.convert
+_second = operator.itemgetter(1)
+_fromiso = datetime.fromisoformat
+
+
+_utc_minutes: dict[str, str] = {}
+
+
+def normalise_timestamp(value: Any) -> str:
+    """ISO-8601 with a zone, as UTC with ``Z`` (milliseconds, or microseconds if needed).
+
+    datetime.fromisoformat checks every form in C. Formatting a datetime
+    back costs ten times that, so the usual shapes (``YYYY-MM-DDTHH:MM:SS``,
+    any fraction, ``Z`` or an offset) keep their own text: an offset changes
+    only the date and hour (and minute), looked up once per distinct one.
+    """
+    if type(value) is not str:
+        raise BadRecord("timestamp must be an ISO-8601 string, e.g. 2024-05-01T12:00:00Z")
+    try:
+        when = _fromiso(value)
+    except ValueError:
+        try:
+            when = _fromiso(value.strip())
+        except ValueError:
+            raise BadRecord(f"timestamp {value[:40]!r} is not ISO-8601 or not a valid date "
+                            "and time") from None
+        value = value.strip()
+    tz = when.tzinfo
+    if tz is None:
+        raise BadRecord(f"timestamp {value[:40]!r} has no time zone (add Z for UTC)")
+    usual = len(value) >= 20 and value[4] == value[7] == "-" and value[10] == "T" and (
+        value[13] == value[16] == ":")
+    if usual and tz is UTC:
+        if len(value) == 20:
+            return value[:19] + ".000Z"  # ...:SSZ
+        if len(value) == 24 and value[19] == "." and value[23] == "Z":
+            return value  # JavaScript's toISOString(), as it stands
+        minute = value[:16]
+    elif usual and value[-6] in "+-" and value[-3] == ":":  # an offset in whole minutes
+        # The UTC date and hour (and minute, for an offset like +05:30) of the
+        # local ones: few distinct in an export, and formatting is the cost.
+        whole = value[-2:] == "00"
+        key = value[:13] + value[-6:] if whole else value[:16] + value[-6:]
+        minute = _utc_minutes.get(key)  # type: ignore[assignment]
+        if minute is None:
+            if len(_utc_minutes) >= 100_000:
+                _utc_minutes.clear()
+            minute = _utc_minutes[key] = when.astimezone(UTC).isoformat()[:13 if whole else 16]
+        if whole:
+            minute += value[13:16]
+    else:  # other forms: week dates, no seconds, basic format
+        when = when.astimezone(UTC)
+        spec = "milliseconds" if when.microsecond % 1000 == 0 else "microseconds"
+        return when.isoformat(timespec=spec)[:-6] + "Z"
+    us = when.microsecond
+    if not us:
+        frac = ".000Z"
+    elif value[19] == "." and value[23:24] in ("Z", "+", "-"):  # milliseconds
+        frac = value[19:23] + "Z"
+    else:
+        frac = f".{us // 1000:03d}Z" if us % 1000 == 0 else f".{us:06d}Z"
+    return minute + value[16:19] + frac
+
+
+def message_id(project: str, experiment_id: str, variation_id: str,
+               user_id: str | None, anonymous_id: str | None, timestamp: str) -> str:
+    """Deterministic, so a re-sent enrollment carries the same messageId (69 characters)."""
+    who = f"u:{user_id}" if user_id else f"a:{anonymous_id}"
+    raw = "\0".join((project, experiment_id, variation_id, who, timestamp))
+    return "avsb-" + _sha256(raw.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+# Why a record was refused ------------------------------------------------------------
+
+_EXPECTED = re.compile(r"Expected `[^`]*`, got `([^`]*)`(?: - at `\$\.([^`]*)`)?")
+_KINDS = {"array": "an array", "str": "a string", "int": "a number", "float": "a number",
+          "bool": "a boolean"}
+
+
+def _as_dict(raw: Any) -> dict[str, Any]:
+    if isinstance(raw, dict):
+        return raw
+    try:
+        rec = msgspec.json.decode(raw)
+    except (msgspec.DecodeError, TypeError):
+        return {}
+    return rec if isinstance(rec, dict) else {}
+
+
+def _blank(value: Any) -> bool:
+    return value is None or (type(value) is str and (not value or value.isspace()))
+
+
+def _unknown_hint(raw: Any) -> str:
+    unknown = [str(k)[:40] for k in _as_dict(raw) if k not in FIELDS][:5]
+    return f" (unknown fields: {', '.join(unknown)})" if unknown else ""
+
+
+def explain(exc: msgspec.MsgspecError, raw: Any) -> str:
+    """msgspec's error for ``raw`` (a JSON line or a CSV row) as a bad line's message."""
+    text = str(exc)
+    if not isinstance(exc, msgspec.ValidationError):  # (a subclass of DecodeError)
+        if "UTF-8" in text:
+            return "not UTF-8 text"
+        detail = re.sub(r" \(byte (\d+)\)$", lambda m: f" at column {int(m[1]) + 1}",
+                        text.removeprefix("JSON is malformed: "))
+        return f"not valid JSON ({detail[:1].lower()}{detail[1:]})"
+    found = _EXPECTED.match(text)
+    if found and found[2] is None:
+        kind = _KINDS.get(found[1], found[1])
+        return f"is {kind}, not a JSON object (JSON Lines: one a line)"
+    if found and found[1] != "null":
+        if found[2] == "timestamp":
+            return "timestamp must be an ISO-8601 string, e.g. 2024-05-01T12:00:00Z"
+        return f"{found[2]} must be a string, not {found[1]}"
+    rec = _as_dict(raw)  # a required field missing or null: name them all
+    missing = [n for n in REQUIRED if _blank(rec.get(n))] or ["required field"]
+    return "no " + ", ".join(missing) + _unknown_hint(raw)
+
+
+# Building -----------------------------------------------------------------------------
+
+
+class MessageBuilder:
+    """Enrollments -> the encoded messages ``segment.experiment_event`` builds."""
+
+    def __init__(self, project: str) -> None:
+        self.project = project
+        self._context = msgspec.Raw(_encode(segment.library_context()))
+        self._max_bytes = segment.MAX_MESSAGE_BYTES
+        self._picks: dict[tuple[str, ...], Any] = {}
+
+    def build(self, raw: bytes | dict[str, Any]) -> bytes:
+        """A JSON line (bytes) or a record as a dict (a CSV row, a failed event's
+        enrollment) through the one validation path."""
+        try:
+            rec = _decoder.decode(raw) if type(raw) is bytes else _convert(raw, Enrollment)
+        except msgspec.MsgspecError as exc:
+            raise BadRecord(explain(exc, raw)) from None
+        return self.message(rec, raw)
+
+    def message(self, rec: Enrollment, raw: Any = None) -> bytes:
+        """The encoded message for a decoded enrollment; BadRecord says why not."""
+        eid, ename, vid, vname = (rec.experiment_id, rec.experiment_name, rec.variation_id,
+                                  rec.variation_name)
+        if not (eid and ename and vid and vname) or (
+                eid.isspace() or ename.isspace() or vid.isspace() or vname.isspace()):
+            missing = [n for n, v in zip(REQUIRED, (eid, ename, vid, vname), strict=False)
+                       if _blank(v)]
+            raise BadRecord("no " + ", ".join(missing) + _unknown_hint(raw))
+        uid, aid = rec.user_id, rec.anonymous_id
+        if uid is not None:
+            uid = str(uid) if type(uid) is int else (uid if uid and not uid.isspace() else None)
+        if aid is not None:
+            aid = str(aid) if type(aid) is int else (aid if aid and not aid.isspace() else None)
+        if uid:
+            who = "u:" + uid
+        elif aid:
+            who = "a:" + aid
+        else:
+            raise BadRecord("no user_id or anonymous_id" + _unknown_hint(raw))
+        if not rec.timestamp:
+            raise BadRecord("no timestamp" + _unknown_hint(raw))
+        ts = normalise_timestamp(rec.timestamp)
+        # message_id(), inlined: this runs once per record.
+        mid = "avsb-" + _sha256(f"{self.project}\0{eid}\0{vid}\0{who}\0{ts}".encode(
+            "utf-8", "surrogatepass")).hexdigest()
+        try:
+            body = _encode(Message("track", segment.EVENT, mid, ts, Properties(
+                eid, ename, vid, vname, segment.EVENT_NAME), self._context, uid, aid))
+        except UnicodeEncodeError:  # a CSV byte that was not UTF-8 (surrogateescape)
+            raise BadRecord("not valid UTF-8 text") from None
+        if len(body) > self._max_bytes:
+            raise BadRecord(f"the event would be {len(body):,} bytes; Segment refuses "
+                            "messages over 32 KB")
+        return body
+
+    # Many records at a time ---------------------------------------------------------
+
+    def rows(self, rows: Iterable[Row], *, strict: bool, last_line: int = 0) -> Part:
+        """Records one by one, each problem with its line; stops at the first if strict."""
+        build = self.build
+        messages: list[bytes] = []
+        problems: list[tuple[int, str]] = []
+        read = 0
+        for line_no, raw, problem in rows:
+            read += 1
+            last_line = max(last_line, line_no)
+            if problem is None:
+                try:
+                    messages.append(build(raw))  # type: ignore[arg-type]
+                    continue
+                except BadRecord as exc:
+                    problem = str(exc)
+            problems.append((line_no, problem))
+            if strict:
+                break
+        return Part(messages, problems, read, last_line)
+
+    def chunk(self, chunk: bytes, done: int, n: int, *, strict: bool) -> Part:
+        """``n`` whole JSON Lines after ``done`` lines, decoded in one call.
+
+        A chunk with any bad line is read again a line at a time, for the
+        line numbers: the same checks, so the same messages either way.
+        """
+        try:
+            recs = _decoder.decode_lines(chunk)
+            return Part(list(map(self.message, recs)), [], len(recs), done + n)
+        except (msgspec.MsgspecError, BadRecord):
+            return self.rows(read_jsonl(io.BytesIO(chunk), done), strict=strict,
+                             last_line=done + n)
+
+    def csv_rows(self, names: list[str], rows: list[Row], *, strict: bool) -> Part:
+        """CSV rows (lists in the header's order) after ``read_csv``.
+
+        A CSV value is always text, so the Struct is made directly from the
+        columns msgspec would take; a part with any bad row goes row by row
+        through ``build`` (msgspec.convert), for the line numbers.
+        """
+        values = list(map(_second, rows))
+        if None not in values:  # no problem from the reader
+            pick = self._picks.get(tuple(names))
+            if pick is None:  # the columns Enrollment takes, in its order
+                pick = self._picks[tuple(names)] = operator.itemgetter(
+                    *(names.index(f) for f in Enrollment.__struct_fields__))
+            try:
+                recs = itertools.starmap(Enrollment, map(pick, values))
+                return Part(list(map(self.message, recs)), [], len(rows), rows[-1][0])
+            except BadRecord:
+                pass
+        return self.rows([(n, dict(zip(names, row, strict=True)) if row else None, problem)  # type: ignore[arg-type]
+                          for n, row, problem in rows], strict=strict)
+
+
+def enrollment_of(message: bytes) -> dict[str, Any]:
+    """A message back as the enrollment it came from (for the failed-events file)."""
+    msg = msgspec.json.decode(message)
+    props = msg.get("properties", {})
+    rec = {name: props.get(name) for name in REQUIRED[:4]}
+    if msg.get("userId"):
+        rec["user_id"] = msg["userId"]
+    if msg.get("anonymousId"):
+        rec["anonymous_id"] = msg["anonymousId"]
+    rec["timestamp"] = msg.get("timestamp")
+    return rec
+
+
