@@ -136,28 +136,6 @@ def find_token(data: dict[str, Any], *, keystore: Any | None = None) -> Login:
     return Login(api_url, org, token or None, source)
 
 
-def start_client_import(data: dict[str, Any]) -> None:
-    """Import the A vs B client (httpx: most of what a logged-in status adds
-    to start-up) in a thread, when a token will be used: started before the
-    keyring reads, it runs while they wait on the Secret Service."""
-    import sys
-
-    rec = data.get(TABLE)
-    storage = rec.get("token_storage") if isinstance(rec, dict) else None
-    if "avsb_cli.avsb_api" in sys.modules or not (
-            storage in ("keyring", "file") or os.environ.get(TOKEN_ENV, "").strip()):
-        return
-
-    def run() -> None:
-        # An error is the main thread's to report, when it imports the client itself.
-        with contextlib.suppress(BaseException):
-            import avsb_cli.avsb_api  # noqa: F401
-
-    import threading
-
-    threading.Thread(target=run, name="import-avsb-api", daemon=True).start()
-
-
 def api(login: Login, *, transport: Any | None = None, timeout: float | None = None) -> Any:
     """An avsb_api.Api for ``login``; needs a token and an org."""
     from avsb_cli import avsb_api

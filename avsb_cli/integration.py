@@ -52,8 +52,6 @@ def status(
     """The local state, and with a login (unless ``local``) what the dashboard holds."""
     store = store or ConfigStore()
     data = store.load()
-    if not local:
-        account.start_client_import(data)
     seg = ConfigStore.segment_of(data, project)
     resolved = writekey.resolve(project, seg, keystore=keystore)
     key_fp = writekey.fingerprint(resolved.key) if resolved.key else None

@@ -244,46 +244,6 @@ def secret_service_lookup(project: str) -> str | None:
     return _secret_service_lookup(username(project), "the key")
 
 
-# The fast path's D-Bus connection and "plain" session, kept for the process:
-# status reads the write key and the A vs B token, and a second connection
-# (socket, authentication, Hello) and session cost as much as a lookup. A
-# lookup takes them out while it runs, so a hung one never shares them.
-_bus: tuple[Any, Any] | None = None
-_bus_lock = threading.Lock()
-
-
-def _take_bus() -> tuple[Any, Any]:
-    """(connection, session or None): the kept ones, or a new connection."""
-    global _bus
-    with _bus_lock:
-        taken, _bus = _bus, None
-    if taken is not None:
-        return taken
-    import atexit
-
-    from jeepney.io.blocking import open_dbus_connection
-
-    atexit.register(_close_bus)  # closed at exit, not left to the garbage collector
-    return open_dbus_connection(bus="SESSION"), None
-
-
-def _keep_bus(conn: Any, session: Any) -> None:
-    global _bus
-    with _bus_lock:
-        if _bus is None:
-            _bus = (conn, session)
-            return
-    conn.close()
-
-
-def _close_bus() -> None:
-    global _bus
-    with _bus_lock:
-        taken, _bus = _bus, None
-    if taken is not None:
-        taken[0].close()
-
-
 def _secret_service_lookup(user: str, what: str) -> str | None:
     """The key read straight from the Secret Service, or None to ask keyring.
 
@@ -306,8 +266,9 @@ def _secret_service_lookup(user: str, what: str) -> str | None:
         # user's processes can reach, and they can ask for the secret anyway.
         # (Segment write keys are also shipped in web pages by analytics.js.)
         from jeepney import DBusAddress, new_method_call
+        from jeepney.io.blocking import open_dbus_connection
 
-        conn, session = _take_bus()
+        conn = open_dbus_connection(bus="SESSION")
 
         def call(path: str, iface: str, method: str, sig: str, body: tuple) -> Any:
             addr = DBusAddress(path, bus_name="org.freedesktop.secrets", interface=iface)
@@ -322,23 +283,19 @@ def _secret_service_lookup(user: str, what: str) -> str | None:
             collection = "/org/freedesktop/secrets/aliases/default"  # never creates one
             ((_, locked),) = call(collection, "org.freedesktop.DBus.Properties", "Get", "ss",
                                   ("org.freedesktop.Secret.Collection", "Locked"))
-            found = None
-            if not locked:
-                (items,) = call(collection, "org.freedesktop.Secret.Collection", "SearchItems",
-                                "a{ss}", ({"service": SERVICE, "username": user},))
-                if items:
-                    if session is None:
-                        _, session = call("/org/freedesktop/secrets",
-                                          "org.freedesktop.Secret.Service", "OpenSession", "sv",
-                                          ("plain", ("s", "")))
-                    (secret,) = call(items[0], "org.freedesktop.Secret.Item", "GetSecret", "o",
-                                     (session,))
-                    found = bytes(secret[2]).decode("utf-8")
-        except BaseException:
-            conn.close()  # in an unknown state: the next lookup starts afresh
-            raise
-        _keep_bus(conn, session)
-        return found
+            if locked:
+                return None
+            (items,) = call(collection, "org.freedesktop.Secret.Collection", "SearchItems",
+                            "a{ss}", ({"service": SERVICE, "username": user},))
+            if not items:
+                return None
+            _, session = call("/org/freedesktop/secrets", "org.freedesktop.Secret.Service",
+                              "OpenSession", "sv", ("plain", ("s", "")))
+            (secret,) = call(items[0], "org.freedesktop.Secret.Item", "GetSecret", "o",
+                             (session,))
+            return bytes(secret[2]).decode("utf-8")
+        finally:
+            conn.close()
 
     try:
         return _bounded(f"reading {what}", lookup)

@@ -637,38 +637,3 @@ def test_the_stand_in_keeps_idempotency_keys_as_a_vs_b_does(avsb):
             api.put_segment("prj_shop2222", enabled=False, write_key=KEY, etag=state.etag,
                             idempotency_key="k-2")
     assert avsb.writes == 1
-
-
-START_IMPORT = """
-import json, sys, threading
-from avsb_cli import account
-account.start_client_import(json.loads(sys.argv[1]))
-threads = [t for t in threading.enumerate() if t.name == "import-avsb-api"]
-for t in threads:
-    t.join(60)
-print(json.dumps({"threads": len(threads), "client": "avsb_cli.avsb_api" in sys.modules,
-                  "httpx": "httpx" in sys.modules}))
-"""
-
-
-@pytest.mark.parametrize("config,env,expected", [
-    ({"avsb": {"token_storage": "keyring"}}, {}, (1, True)),
-    ({"avsb": {"token_storage": "file"}}, {}, (1, True)),
-    ({}, {"AVSB_TOKEN": "pat_x"}, (1, True)),
-    ({}, {}, (0, False)),                       # not logged in: status pays nothing
-    ({"avsb": "not a table"}, {}, (0, False)),  # the command reports that, not this
-])
-def test_the_client_is_imported_ahead_only_when_a_token_will_be_used(config, env, expected):
-    import subprocess
-    import sys
-
-    from tests.conftest import avsb_env
-
-    run_env = avsb_env(**env)
-    if not env:
-        run_env.pop("AVSB_TOKEN", None)
-    r = subprocess.run([sys.executable, "-c", START_IMPORT, json.dumps(config)], env=run_env,
-                       capture_output=True, text=True, timeout=60)
-    assert r.returncode == 0, r.stderr
-    doc = json.loads(r.stdout)
-    assert (doc["threads"], doc["client"]) == expected and doc["httpx"] == expected[1]

@@ -95,39 +95,6 @@ def test_status_reads_the_key_without_importing_keyring(ss_env):
     assert KEY not in proc.stdout + proc.stderr
 
 
-ONE_BUS = """
-import json, sys
-from avsb_cli import keystore
-got, buses = [], []
-for read in (lambda: keystore.get_key(sys.argv[1]), lambda: keystore.get_token("h.test"),
-             lambda: keystore.get_key("never-stored")):
-    got.append(read())
-    buses.append(id(keystore._bus[0]) if keystore._bus else None)
-conn = keystore._bus[0]
-import atexit
-atexit._run_exitfuncs()  # what the interpreter runs on its way out
-print(json.dumps({"tails": [(g or "")[-4:] for g in got], "buses": buses,
-                  "closed_at_exit": conn.sock.fileno() == -1 and keystore._bus is None}))
-"""
-
-
-@pytest.mark.secret_service
-def test_the_key_and_the_token_are_read_over_one_connection(ss_env):
-    p = "ss-one-bus"
-    enable(p, ss_env)
-    subprocess.run(["secret-tool", "store", "--label", "x", "service", "avsb",
-                    "username", "token:h.test"], input="tok-" + KEY2, env=ss_env, check=True,
-                   capture_output=True, text=True, timeout=20)
-    r = subprocess.run([sys.executable, "-W", "error", "-c", ONE_BUS, p], env=ss_env,
-                       capture_output=True, text=True, timeout=60)
-    assert r.returncode == 0, r.stderr
-    doc = json.loads(r.stdout)
-    # The missing item goes on to keyring (as before), which reads it over its own.
-    assert doc["tails"] == [KEY[-4:], KEY2[-4:], ""]
-    assert doc["buses"][0] is not None and len(set(doc["buses"])) == 1, doc
-    assert doc["closed_at_exit"] is True
-
-
 @pytest.mark.parametrize("setting", [
     {"PYTHON_KEYRING_BACKEND": "keyring.backends.null.Keyring"},
     {"KEYRING_PROPERTY_SCHEME": "KeePassXC"},
