@@ -223,21 +223,11 @@ def run_guarded(call: Any, argv: list[str]) -> int:
 def _mask_key_like(argv: list[str]) -> None:
     """Mask key-shaped words in a usage error: `--write-key-stdin KEY` echoes KEY,
     and A vs B tokens (pat_..., avsb_svc_...) are key-shaped too."""
-    import re
-
-    from avsb_cli.writekey import remember_secret
+    from avsb_cli.writekey import key_shaped, remember_secret
 
     for word in argv:
         value = word.split("=", 1)[1] if word.startswith("-") and "=" in word else word
-        if len(value) < 16:
-            continue
-        # Letters and digits, or (a random key need not have a digit) upper-
-        # and lower-case letters run together; not a lower-case or dashed
-        # word such as an option or a project name.
-        if (re.fullmatch(r"[A-Za-z0-9_.~+-]+", value) and re.search(r"\d", value)
-                and re.search(r"[A-Za-z]", value)) or (
-                re.fullmatch(r"[A-Za-z]+", value) and re.search(r"[a-z]", value)
-                and re.search(r"[A-Z]", value)):
+        if key_shaped(value):
             remember_secret(value)
 
 

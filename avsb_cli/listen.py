@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from avsb_cli import segment
+from avsb_cli import segment, writekey
 from avsb_cli.errors import ListenTimeoutError, NetworkError, UsageError
 
 #: The documented default port: fixed, so a page's setup line keeps working.
@@ -264,14 +264,34 @@ def _gunzip(raw: bytes) -> bytes | None:
         return None
 
 
+def shown_path(target: str) -> str:
+    """The request path as lines and records show it: no query, and no key.
+
+    A page that gets the settings URL wrong still puts its write key in the
+    path (``/v1/projects/KEY/settings.json``), and a key can sit in any segment;
+    the segment after ``projects`` and every key-shaped one are masked.
+    """
+    from urllib.parse import unquote
+
+    parts = target.split("?", 1)[0].split("/")
+    for i, part in enumerate(parts):
+        if part and (parts[i - 1:i] == ["projects"] or writekey.key_shaped(unquote(part))):
+            parts[i] = writekey.mask(unquote(part))
+    return "/".join(parts)
+
+
 def handle(method: str, path: str, headers: dict[str, str], body: bytes, *,
            host: str) -> Answer:
     """Segment's answer to one request (``headers`` with lower-case names).
 
     ``host`` is the ``host:port`` the client reached us on: the settings
-    answer sends analytics.js back to it.
+    answer sends analytics.js back to it. A refused request's answer carries
+    the key it was sent with, as an accepted one does, so that key is masked
+    wherever it shows up later.
     """
+    key = basic_user(headers.get("authorization", ""))
     path = path.split("?", 1)[0]
+    shown = shown_path(path)
     if method == "GET":
         m = re.fullmatch(r"/v1/projects/([^/]+)/settings", path)
         if m:
@@ -282,17 +302,19 @@ def handle(method: str, path: str, headers: dict[str, str], body: bytes, *,
                                b"POST events to /v1/batch or /v1/track.\n", "text/plain",
                           shown=False)
         return Answer(404, b"Cannot GET - Invalid path or write key provided.", "text/plain",
-                      reason=f"GET {path}: not a Segment path")
+                      key=key, reason=f"GET {shown}: not a Segment path")
     if method != "POST":
-        return Answer(405, _failure("Method not allowed"), reason=f"{method} {path}: not allowed")
+        return Answer(405, _failure("Method not allowed"), key=key,
+                      reason=f"{method} {shown}: not allowed")
     if path == METRICS_PATH:
         return Answer(200, OK_BODY, shown=False)
     kind = SINGLE_PATHS.get(path)
     if kind is None and path not in BATCH_PATHS:
-        return Answer(404, _failure("Not found"), reason=f"POST {path}: not a Segment path")
+        return Answer(404, _failure("Not found"), key=key,
+                      reason=f"POST {shown}: not a Segment path")
 
     def refuse(message: str, why: str, status: int = 400) -> Answer:
-        return Answer(status, _failure(message), reason=f"POST {path}: {why}")
+        return Answer(status, _failure(message), key=key, reason=f"POST {shown}: {why}")
 
     ctype = headers.get("content-type", "").split(";", 1)[0].strip().lower()
     if ctype not in JSON_TYPES:
@@ -316,7 +338,6 @@ def handle(method: str, path: str, headers: dict[str, str], body: bytes, *,
         return refuse("Invalid JSON", "malformed JSON")
     if not isinstance(doc, dict):
         return refuse("Invalid JSON", f"the body is {_a(json_type(doc))}, not an object")
-    key = basic_user(headers.get("authorization", ""))
     if not key and isinstance(doc.get("writeKey"), str):
         key = doc["writeKey"]
     if not key or len(key) < 4:
@@ -448,16 +469,18 @@ class Listener:
             def do_POST(self) -> None:
                 headers = self._headers()
                 length = headers.get("content-length")
+                key = basic_user(headers.get("authorization", ""))
+                shown = shown_path(self.path)
                 if length is None or not length.strip().isdigit():
                     self.close_connection = True
-                    self._answer(Answer(411, _failure("Length required"),
-                                        reason=f"POST {self.path}: no Content-Length"))
+                    self._answer(Answer(411, _failure("Length required"), key=key,
+                                        reason=f"POST {shown}: no Content-Length"))
                     return
                 n = int(length)
                 if n > MAX_READ_BYTES:
                     self.close_connection = True
-                    self._answer(Answer(400, _failure("Exceed payload limit"),
-                                        reason=f"POST {self.path}: {n:,} bytes, over "
+                    self._answer(Answer(400, _failure("Exceed payload limit"), key=key,
+                                        reason=f"POST {shown}: {n:,} bytes, over "
                                                f"Segment's {MAX_BATCH_BYTES // 1024} KB limit"))
                     return
                 self._serve("POST", self.rfile.read(n))
@@ -478,7 +501,7 @@ class Listener:
                 headers = self._headers()
                 self._reply(answer.status, answer.body, answer.content_type,
                             cors_headers(headers))
-                listener._record(answer, self.path.split("?", 1)[0])
+                listener._record(answer, shown_path(self.path))
 
         return Handler
 
@@ -493,10 +516,8 @@ class Listener:
                           "status": 500, "reason": f"internal error: {type(exc).__name__}: {exc}"})
 
     def _record(self, answer: Answer, path: str) -> None:
-        from avsb_cli.writekey import remember_secret
-
-        if answer.key:
-            remember_secret(answer.key)  # shown masked, like the project's own key
+        if answer.key and len(answer.key) >= 4:  # not every "x": a 1-letter key masks nothing
+            writekey.remember_secret(answer.key)  # shown masked, like the project's own key
         at = segment.now_iso()
         if answer.reason is not None:
             self.records.put({"kind": "rejected", "received_at": at, "path": path,
@@ -556,7 +577,10 @@ class Forwarder:
         self.inbox.put(None)
         if self.thread.ident is not None:  # started
             self.thread.join(wait)
-        self.client.close()
+        # A relay still in flight keeps its client (the process is ending):
+        # closing it under the thread would end in a traceback, not a record.
+        if not self.thread.is_alive():
+            self.client.close()
 
 
 # The listening loop ----------------------------------------------------------------
@@ -651,7 +675,7 @@ def run(*, project: str, host: str, port: int, write_key: str | None, forward: b
     ListenTimeoutError if fewer than ``count`` came in time; Ctrl-C shows the
     summary and propagates.
     """
-    from avsb_cli import endpoints, integration, writekey
+    from avsb_cli import endpoints, integration
     from avsb_cli.config import ConfigStore
     from avsb_cli.errors import ValidationFailedError
 
@@ -687,17 +711,21 @@ def run(*, project: str, host: str, port: int, write_key: str | None, forward: b
             "forward": forwarder.url if forwarder else None,
             "setup": setup_lines(listener.url, writekey.mask(expected) or None),
         })
+        finishing = False
         try:
             arrived = wait(listener, view.record, tally, count=count, timeout=timeout)
+            finishing = True
+            if forwarder is not None:
+                # The last relay may still be retrying: its answer belongs in the report.
+                forwarder.close(wait=forwarder.policy.deadline)
         except KeyboardInterrupt:
             if forwarder is not None:
-                forwarder.close(wait=1.0)
+                # A relay in flight gets a moment, unless Ctrl-C was to stop
+                # waiting for it.
+                forwarder.close(wait=0 if finishing else 1.0)
             drain(listener, view.record, tally)
             view.summary(tally.summary())
             raise
-        if forwarder is not None:
-            # The last relay may still be retrying: its answer belongs in the report.
-            forwarder.close(wait=forwarder.policy.deadline)
     drain(listener, view.record, tally)
     doc = tally.summary()
     view.summary(doc)

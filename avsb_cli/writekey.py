@@ -40,6 +40,19 @@ def redact(text: str) -> str:
     return text
 
 
+def key_shaped(value: str) -> bool:
+    """Whether a word looks like a secret (a write key, a token) rather than a
+    name: 16 characters or more of the URL-safe kind, with a digit or (a random
+    key need not have one) upper- and lower-case letters; not a lower-case or
+    dashed word such as an option, a path segment or a project name."""
+    import re
+
+    return len(value) >= 16 and bool(
+        re.fullmatch(r"[A-Za-z0-9_.~+-]+", value) and re.search(r"[A-Za-z]", value)
+        and (re.search(r"\d", value) or (re.search(r"[a-z]", value)
+                                          and re.search(r"[A-Z]", value))))
+
+
 def shorten(text: str, limit: int) -> str:
     """``text`` on one line, redacted and then cut to ``limit`` characters.
 

@@ -193,6 +193,59 @@ def test_bad_traffic_gets_segments_answer_and_a_reason(path, body, headers, stat
     assert a.reason and a.messages == []
 
 
+def _keys() -> list[str]:
+    """Fresh keys of the shapes a page may carry: Segment's (letters and
+    digits), URL-safe base64, letters only."""
+    import secrets
+    import string
+
+    return [secrets.token_hex(16), secrets.token_urlsafe(24),
+            "".join(secrets.choice(string.ascii_letters) for _ in range(32)) + "Aa"]
+
+
+# A key wherever a page or a script might put it in the request line.
+KEY_PATHS = [
+    ("GET", "/v1/projects/{k}/settings.json"),   # a settings URL gone wrong
+    ("GET", "/v1/projects/{k}/settings/extra"),
+    ("GET", "/v1/projects/{k}"),
+    ("PUT", "/v1/projects/{k}/settings"),
+    ("POST", "/v1/projects/{k}/settings"),
+    ("POST", "/v1/{k}/track"),
+    ("POST", "/v1/track/{k}"),
+    ("POST", "/{k}"),
+    ("POST", "/v1/batch?writeKey={k}"),
+    ("GET", "/v1/x?key={k}&a=b"),
+]
+
+
+@pytest.mark.parametrize("method,path", KEY_PATHS)
+@pytest.mark.parametrize("shape", range(3))
+def test_a_refusal_never_echoes_a_key_in_the_path(method, path, shape):
+    key = _keys()[shape]
+    a = _handle(path.format(k=key), b"{oops", method=method)
+    assert a.reason and a.status >= 400
+    assert key not in a.reason and key[:12] not in a.reason
+    assert key not in listen.shown_path(path.format(k=key))
+
+
+def test_the_key_after_projects_is_masked_whatever_its_shape():
+    # Lower-case, no digit: not key-shaped, but the settings path says what it is.
+    assert listen.shown_path("/v1/projects/abcdefghijklmnop/settings.json") == (
+        "/v1/projects/…mnop/settings.json")
+    assert listen.shown_path("/v1/projects/ab%43defghijklmnop/x") == "/v1/projects/…mnop/x"
+    # Names that are not keys stay readable.
+    assert listen.shown_path("/v1/batch?writeKey=x") == "/v1/batch"
+    assert listen.shown_path("/v1/not-a-segment-path") == "/v1/not-a-segment-path"
+
+
+def test_a_refused_request_carries_its_key_to_be_masked():
+    a = _handle("/v1/nope", b"{}")
+    assert a.status == 404 and a.key == KEY
+    a = _handle("/v1/batch", {"batch": 1, "writeKey": KEY2},
+                {"content-type": "application/json"})
+    assert a.reason and a.key == KEY2
+
+
 def test_a_gzip_bomb_stops_at_the_batch_limit():
     body = gzip.compress(b"{" + b" " * 50_000_000 + b"}")
     a = _handle("/v1/batch", body, AUTH | {"content-encoding": "gzip"})
@@ -347,6 +400,43 @@ def test_bad_traffic_never_stops_it_and_each_gets_a_line(listening):
     assert "Traceback" not in err
 
 
+@pytest.mark.parametrize("json_mode", [True, False])
+def test_keys_in_refused_requests_are_masked_in_every_line(listening, json_mode):
+    lis = listening("--timeout", "4", json_mode=json_mode)
+    keys = _keys()
+    shown = []
+    for i, (method, path) in enumerate(KEY_PATHS):
+        key = keys[i % len(keys)]
+        shown.append(key)
+        httpx.request(method, lis.url + path.format(k=key), content=b"{oops",
+                      headers={"Content-Type": "application/json"})
+    # No Content-Length: refused before the body, the query and all.
+    with socket.create_connection(("127.0.0.1", lis.port)) as s:
+        s.sendall(f"POST /v1/batch?writeKey={keys[0]} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        s.recv(1000)
+    # A key that is not key-shaped, known only from the Authorization of a
+    # refused request, and one from the body of a refused batch: masked where
+    # they show up.
+    plain, body_key = "wkeyonlylowercase", "anotherlowercasekey"
+    shown += [plain, body_key]
+    lis.post(f"/v1/{plain}/track", {}, key=plain)
+    lis.post("/v1/batch", {"batch": 1, "writeKey": body_key}, key="")
+    lis.post(f"/v1/{body_key}", b"{}", key="")
+    code, recs, out, err = lis.finish()
+    assert code == 0, err
+    for key in shown:
+        assert key not in out + err and key[-12:] not in out + err
+    if json_mode:
+        refused = [r for r in recs if r.get("kind") == "rejected"]
+        assert len(refused) == len(KEY_PATHS) + 4
+        assert refused[0]["path"] == f"/v1/projects/…{keys[0][-4:]}/settings.json"
+        assert refused[0]["reason"] == (f"GET /v1/projects/…{keys[0][-4:]}/settings.json: "
+                                        "not a Segment path")
+        assert refused[-3]["path"] == f"/v1/…{plain[-4:]}/track"
+    else:
+        assert f"/v1/projects/…{keys[0][-4:]}/settings.json: not a Segment path" in out
+
+
 def test_cors_preflight_and_answers_over_http(listening):
     lis = listening("--timeout", "3")
     r = httpx.options(lis.url + "/v1/t", headers={
@@ -438,6 +528,30 @@ def test_a_forward_segment_refuses_is_a_line_and_listening_goes_on(cli, enabled)
     assert len(fwd) == 2 and not any(f["ok"] for f in fwd)
     assert "HTTP 400: Exceed payload limit" in fwd[0]["message"]
     assert (recs[-1]["forwarded"], recs[-1]["forward_failed"]) == (0, 2)
+
+
+def test_ctrl_c_while_the_last_relay_is_slow_still_prints_the_summary(cli, enabled):
+    enabled.down("/v1/batch", delay=30.0)  # Segment answers long after the policy's deadline
+    lis = Listening("--count", "1", "--forward", env=avsb_env(AVSB_SEGMENT_WRITE_KEY=KEY))
+    try:
+        lis.post("/v1/t", track())
+        event = json.loads(lis.proc.stdout.readline())
+        assert event["kind"] == "event"  # --count 1 is met: now waiting for the relay
+        deadline = time.monotonic() + 10
+        while not [r for r in enabled.requests if r.path == "/v1/batch"]:
+            assert time.monotonic() < deadline, "the relay never reached Segment"
+            time.sleep(0.05)
+        code, recs, _, err = lis.interrupt()
+    finally:
+        lis.kill()
+        enabled.up()
+    assert code == 130, err
+    assert recs[-1] == {"error": {"code": "interrupted", "message": "interrupted"}}
+    summary = recs[-2]
+    assert summary["kind"] == "summary" and summary["events"] == 1
+    # It stopped waiting: the relay neither succeeded nor timed out.
+    assert (summary["forwarded"], summary["forward_failed"]) == (0, 0)
+    assert "Traceback" not in err and "Exception in thread" not in err
 
 
 def test_forward_without_a_key_is_an_error_before_listening(cli):
