@@ -199,6 +199,36 @@ def test_json_section_documents_exactly_the_schema(heading, schema):
     assert documented == set(getattr(test_contract, schema))
 
 
+@pytest.mark.parametrize("heading,schema", [("test-event", "TEST_EVENT"), ("validate", "VALIDATE")])
+def test_json_section_documents_the_segment_documents(heading, schema):
+    from tests import test_contract
+
+    assert _documented_keys(heading) == set(getattr(test_contract, schema))
+
+
+def test_send_documents_its_summary():
+    from tests import test_contract
+
+    table = _section("send").split("| key | type | meaning |", 1)[1]
+    documented = set()
+    for row in table.splitlines():
+        if row.startswith("| `"):
+            documented |= set(re.findall(r"`([a-z_]+)`", row.split(" | ", 1)[0]))
+    assert documented == set(test_contract.SEND)
+
+
+@pytest.mark.parametrize("command,schema", [
+    ("login", "LOGIN"), ("logout", "LOGOUT"), ("whoami", "WHOAMI"),
+    ("projects list", "PROJECTS"), ("doctor", "DOCTOR"),
+])
+def test_json_section_names_every_key_of_the_login_commands(command, schema):
+    from tests import test_contract
+
+    part = _section("json").split("### login, logout, whoami, projects list, doctor\n", 1)[1]
+    said = part.split(f"`avsb {command} --json`:", 1)[1].split("`avsb ", 1)[0]
+    assert set(getattr(test_contract, schema)) <= set(re.findall(r"`([a-z_A-Z]+)`", said))
+
+
 def test_json_section_documents_the_list_document():
     from tests import test_contract
 
