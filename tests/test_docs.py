@@ -411,3 +411,13 @@ def test_troubleshooting_quotes_real_errors_and_covers_every_code():
              if isinstance(c, type) and issubclass(c, errors.AvsbError)}
     listed = set(re.findall(r"^\|[^|]*\| \d+, `([a-z_]+)` \|", part, flags=re.M))
     assert codes - listed <= {"error", "output"}, codes - listed
+
+
+def test_development_names_every_module():
+    bullet = README.split("- One module per concern", 1)[1].split("\n- ", 1)[0]
+    named = set(re.findall(r"`([a-z_]+(?:\.py|/))`", bullet))
+    modules = {p.name + ("/" if p.is_dir() else "")
+               for p in (ROOT / "avsb_cli").iterdir()
+               if (p.suffix == ".py" and p.stem not in ("__init__", "__main__"))
+               or (p / "__init__.py").exists()}
+    assert modules == named - {"avsb_cli/"}
