@@ -380,22 +380,6 @@ def test_the_quick_start_command_works(config_dir):
         "integrations", "segment", "enable", "--auto-detect", env=env).stderr
 
 
-def test_a_built_package_holds_every_module():
-    """`pip install .` (the quick start) ships what pyproject's package list
-    finds: every package under avsb_cli must be in it."""
-    import tomllib
-
-    from setuptools import find_packages
-
-    conf = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"]
-    found = conf["setuptools"]["packages"]
-    if isinstance(found, dict):
-        found = find_packages(str(ROOT), **found["find"])
-    on_disk = {".".join(p.parent.relative_to(ROOT).parts)
-               for p in (ROOT / "avsb_cli").rglob("*.py")}
-    assert on_disk <= set(found), sorted(on_disk - set(found))
-
-
 # Troubleshooting quotes the errors as the code writes them ---------------------------------
 
 
