@@ -239,18 +239,12 @@ class MessageBuilder:
             uid = str(uid) if type(uid) is int else (uid if uid and not uid.isspace() else None)
         if aid is not None:
             aid = str(aid) if type(aid) is int else (aid if aid and not aid.isspace() else None)
-        if uid:
-            who = "u:" + uid
-        elif aid:
-            who = "a:" + aid
-        else:
+        if not (uid or aid):
             raise BadRecord("no user_id or anonymous_id" + _unknown_hint(raw))
         if not rec.timestamp:
             raise BadRecord("no timestamp" + _unknown_hint(raw))
         ts = normalise_timestamp(rec.timestamp)
-        # message_id(), inlined: this runs once per record.
-        mid = "avsb-" + _sha256(f"{self.project}\0{eid}\0{vid}\0{who}\0{ts}".encode(
-            "utf-8", "surrogatepass")).hexdigest()
+        mid = message_id(self.project, eid, vid, uid, aid, ts)
         try:
             body = _encode(Message("track", segment.EVENT, mid, ts, Properties(
                 eid, ename, vid, vname, segment.EVENT_NAME), self._context, uid, aid))
