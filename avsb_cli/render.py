@@ -135,9 +135,12 @@ def _rich_fields(title: str, pairs: list[tuple[str, str]]) -> None:
 
 
 # Printable characters one cell wide that Rich neither strips nor treats as
-# whitespace: ASCII, Latin-1 and Latin Extended (U+00A1..U+02FF, but not the
-# soft hyphen); combining marks start at U+0300.
-_SIMPLE = frozenset(map(chr, [*range(0x20, 0x7F), *range(0xA1, 0xAD), *range(0xAE, 0x300)]))
+# whitespace (tests/test_render.py checks each against Rich): ASCII, Latin-1 and
+# Latin Extended up to the combining marks at U+0300 (not the soft hyphen),
+# general punctuation (the "…" of masked keys), currency signs, arrows.
+_SIMPLE = frozenset(map(chr, [*range(0x20, 0x7F), *range(0xA1, 0xAD), *range(0xAE, 0x300),
+                              *range(0x2010, 0x2028), *range(0x2030, 0x205F),
+                              *range(0x20A0, 0x20C1), *range(0x2190, 0x2200)]))
 
 
 def _plain_fields(title: str, pairs: list[tuple[str, str]]) -> str | None:
