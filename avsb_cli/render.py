@@ -1,9 +1,11 @@
 """Rendering: the one module that imports Rich.
 
-People get Rich tables on stdout and notes on stderr; scripts get exactly one
-JSON document on stdout under ``--json``, errors included. Everything printed
-passes through ``redact`` so a write key never appears whole. Rich itself
-honours NO_COLOR, TERM=dumb and non-terminals (no colour, no markup codes).
+People get tables on stdout (Rich's; ``fields`` blocks of one-cell text are
+laid out here as Rich would, so status never imports Rich) and notes on stderr;
+scripts get exactly one JSON document on stdout under ``--json``, errors
+included. Everything printed passes through ``redact`` so a write key never
+appears whole. Rich itself honours NO_COLOR, TERM=dumb and non-terminals (no
+colour, no markup codes); ``fields`` follows the same rules.
 """
 
 from __future__ import annotations
@@ -196,7 +198,7 @@ def _wrap(text: str, width: int) -> list[str]:
                 breaks.append(start)
                 offset = len(word)
         bounds = [0, *breaks, len(para)]
-        lines.extend(para[a:b].rstrip(" ") for a, b in zip(bounds, bounds[1:]))
+        lines.extend(para[a:b].rstrip(" ") for a, b in zip(bounds, bounds[1:], strict=False))
     return lines
 
 
