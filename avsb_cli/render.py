@@ -1,9 +1,11 @@
 """Rendering: the one module that imports Rich.
 
-People get Rich tables on stdout and notes on stderr; scripts get exactly one
-JSON document on stdout under ``--json``, errors included. Everything printed
-passes through ``redact`` so a write key never appears whole. Rich itself
-honours NO_COLOR, TERM=dumb and non-terminals (no colour, no markup codes).
+People get tables on stdout (Rich's; ``fields`` blocks of one-cell text are
+laid out here as Rich would, so status never imports Rich) and notes on stderr;
+scripts get exactly one JSON document on stdout under ``--json``, errors
+included. Everything printed passes through ``redact`` so a write key never
+appears whole. Rich itself honours NO_COLOR, TERM=dumb and non-terminals (no
+colour, no markup codes); ``fields`` follows the same rules.
 """
 
 from __future__ import annotations
@@ -62,20 +64,20 @@ class Output:
             sys.stdout.write(redact(text) + "\n")
 
     def fields(self, title: str, rows: Iterable[tuple[str, Any]]) -> None:
-        """A two-column table of field and value."""
+        """A two-column block of field and value under a bold title."""
         if self.quiet or self.json_mode:
             return
-        from rich.table import Table
-        from rich.text import Text
-
-        # A grid (no box, no header) measures and renders faster than a full
-        # Table, which status pays on every run (bench/RESULTS.md).
-        table = Table.grid(padding=(0, 2))
-        table.add_column("field", style="bold", no_wrap=True)
-        table.add_column("value", overflow="fold")
-        for name, value in rows:
-            table.add_row(name, _text(value))
-        _print(Text(title, style="bold"), table)
+        pairs = [(name, _plain(value)) for name, value in rows]
+        # Plain text is laid out here, as Rich would, without importing Rich:
+        # status prints this on every run and Rich is most of its start-up
+        # (bench/RESULTS.md). Anything else (wide or combining characters,
+        # tabs, control codes, a terminal narrower than the labels) goes
+        # through Rich, which measures it properly.
+        text = _plain_fields(title, pairs)
+        if text is None:
+            _rich_fields(title, pairs)
+        else:
+            sys.stdout.write(text)
 
     def table(self, title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
         if self.quiet or self.json_mode:
@@ -107,14 +109,142 @@ def _print(*renderables: Any) -> None:
     sys.stdout.write("".join(line.rstrip(" ") + "\n" for line in captured.get().splitlines()))
 
 
+def _plain(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return redact(str(value))
+
+
 def _text(value: Any) -> Any:
     from rich.text import Text
 
-    if value is None:
-        return Text("-")
-    if isinstance(value, bool):
-        return Text("yes" if value else "no")
-    return Text(redact(str(value)))
+    return Text(_plain(value))
+
+
+def _rich_fields(title: str, pairs: list[tuple[str, str]]) -> None:
+    from rich.table import Table
+    from rich.text import Text
+
+    # A grid (no box, no header) measures and renders faster than a full Table.
+    table = Table.grid(padding=(0, 2))
+    table.add_column("field", style="bold", no_wrap=True)
+    table.add_column("value", overflow="fold")
+    for name, value in pairs:
+        table.add_row(name, Text(value))
+    _print(Text(title, style="bold"), table)
+
+
+# Printable characters one cell wide that Rich neither strips nor treats as
+# whitespace (tests/test_render.py checks each against Rich): ASCII, Latin-1 and
+# Latin Extended up to the combining marks at U+0300 (not the soft hyphen),
+# general punctuation (the "…" of masked keys), currency signs, arrows.
+_SIMPLE = frozenset(map(chr, [*range(0x20, 0x7F), *range(0xA1, 0xAD), *range(0xAE, 0x300),
+                              *range(0x2010, 0x2028), *range(0x2030, 0x205F),
+                              *range(0x20A0, 0x20C1), *range(0x2190, 0x2200)]))
+
+
+def _plain_fields(title: str, pairs: list[tuple[str, str]]) -> str | None:
+    """``fields`` laid out as Rich's grid would, or None when only Rich can."""
+    if not all(set(s.replace("\n", "")) <= _SIMPLE for s in (title, *(v for _, v in pairs))):
+        return None
+    if not all(set(name) <= _SIMPLE for name, _ in pairs):
+        return None
+    width = _terminal_width()
+    label_width = max((len(name) for name, _ in pairs), default=0)
+    value_width = width - label_width - 2
+    if value_width < 1:
+        return None
+    bold = _styled()
+    out = [bold(line) for line in _wrap(title, width)]
+    if pairs:
+        # Rich's grid only grows the value column as far as the longest line.
+        value_width = min(value_width, max(len(line) for _, v in pairs for line in
+                                           v.split("\n")) or 1)
+    for name, value in pairs:
+        lead = bold(name) + " " * (label_width - len(name) + 2)
+        for line in _wrap(value, value_width):
+            out.append(lead + line if line else lead.rstrip(" "))
+            lead = " " * (label_width + 2)
+    return "".join(line.rstrip(" ") + "\n" for line in out)
+
+
+def _wrap(text: str, width: int) -> list[str]:
+    """Rich's word wrap (rich._wrap.divide_line, overflow "fold") for text of
+    one-cell characters: words keep their trailing spaces, a word too long
+    for any line is cut every ``width`` characters."""
+    import re
+
+    lines: list[str] = []
+    for para in text.split("\n"):
+        breaks: list[int] = []
+        offset = 0
+        for match in re.finditer(r"\s*\S+\s*", para):
+            start, word = match.start(), match.group()
+            length = len(word.rstrip())
+            if width - offset >= length:
+                offset += len(word)
+            elif length > width:
+                pieces = [word[i:i + width] for i in range(0, len(word), width)]
+                for piece in pieces[:-1]:
+                    if start:
+                        breaks.append(start)
+                    start += len(piece)
+                if start:
+                    breaks.append(start)
+                offset = len(pieces[-1])
+            elif offset and start:
+                breaks.append(start)
+                offset = len(word)
+        bounds = [0, *breaks, len(para)]
+        lines.extend(para[a:b].rstrip(" ") for a, b in zip(bounds, bounds[1:], strict=False))
+    return lines
+
+
+def _terminal(env: Any) -> bool:
+    """Rich's Console.is_terminal for stdout."""
+    compatible = env.get("TTY_COMPATIBLE", "")
+    if compatible in ("0", "1"):
+        return compatible == "1"
+    if env.get("FORCE_COLOR") is not None:
+        return env["FORCE_COLOR"] != ""
+    try:
+        return sys.stdout.isatty()
+    except ValueError:
+        return False
+
+
+def _dumb(env: Any) -> bool:
+    return env.get("TERM", "").lower() in ("dumb", "unknown")
+
+
+def _terminal_width() -> int:
+    """The width Rich's Console would use: COLUMNS, else the terminal's, else 80."""
+    import os
+
+    env = os.environ
+    if _terminal(env) and _dumb(env):
+        return 80
+    columns = env.get("COLUMNS", "")
+    if columns.isdigit():
+        return int(columns)
+    for fd in (0, 1, 2):
+        try:
+            return os.get_terminal_size(fd).columns or 80
+        except (AttributeError, ValueError, OSError):
+            continue
+    return 80
+
+
+def _styled() -> Any:
+    """Bold (as Rich prints it) on a terminal that takes colour, else plain."""
+    import os
+
+    env = os.environ
+    if _terminal(env) and not _dumb(env) and env.get("NO_COLOR", "") == "":
+        return lambda text: f"\x1b[1m{text}\x1b[0m" if text else text
+    return lambda text: text
 
 
 _current = Output()
