@@ -13,7 +13,8 @@ call goes through ``Api.call``, which:
 - waits out a 429 for ``Retry-After`` (or until ``X-RateLimit-Reset``) while
   that fits in ``--timeout``, saying so on stderr, else fails saying when to
   try again;
-- reads at most ``MAX_ANSWER`` bytes of an answer and accepts only the
+- reads at most ``MAX_ANSWER`` bytes of an answer, before and after
+  decompression (transport.Bounded, as for Segment), and accepts only the
   published envelope (``{"data": ...}`` / ``{"error": {...}}``);
 - maps refusals to exit codes: 401/403 AUTH, 404 USAGE (not in this org),
   409/412 CONFLICT, the rest NETWORK.
@@ -209,7 +210,7 @@ class Api:
             left = self.policy.deadline - (segment._clock() - start)
             policy = replace(self.policy, deadline=max(0.05, left))
             d = segment.request(self.client, method, url, policy=policy, content=content,
-                                headers=headers, ok_statuses=_OWN_STATUSES)
+                                headers=headers, ok_statuses=_OWN_STATUSES, cap=cap)
             if d.status != 429:
                 break
             wait = _rate_limit_wait(d.headers)
