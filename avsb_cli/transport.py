@@ -76,8 +76,6 @@ class Http11Transport(httpx.BaseTransport):
         try:
             conn.sock.settimeout(timeout.get("read"))
             resp = conn.getresponse()
-            if resp.cut:  # type: ignore[attr-defined]
-                raise http.client.RemoteDisconnected("the answer was cut off in its headers")
         except BaseException as exc:
             conn.close()
             if (err := _read_error(exc, request)) is exc:
@@ -182,8 +180,8 @@ class _Response(http.client.HTTPResponse):
 
     def begin(self) -> None:
         super().begin()
-        #: the stream ended before the blank line that ends the headers
-        self.cut = self._lines.eof
+        if self._lines.eof:  # the stream ended before the blank line ending the headers
+            raise http.client.RemoteDisconnected("the answer was cut off in its headers")
 
 
 class _Body(httpx.SyncByteStream):
@@ -204,6 +202,7 @@ class _Body(httpx.SyncByteStream):
             if resp.length:  # read(amt) takes a body cut short for its end
                 raise http.client.IncompleteRead(b"", resp.length)
         except BaseException as exc:
+            self.resp.close()
             self.conn.close()
             if (err := _read_error(exc, self.request)) is exc:
                 raise
@@ -217,6 +216,7 @@ class _Body(httpx.SyncByteStream):
         if self.done and not self.resp.will_close:
             self.transport._give_back(self.key, conn)
         else:
+            self.resp.close()
             conn.close()
 
 
