@@ -240,10 +240,20 @@ class _Abort:
     def __init__(self, inner: httpx.BaseTransport) -> None:
         self.inner = inner
         self.socket: socket.socket | None = None
-        self.fired = False
+        self.fired = self.done = False
+        self.lock = threading.Lock()
+
+    def finish(self) -> bool:
+        """Mark the answer read; False if the deadline came first."""
+        with self.lock:
+            self.done = True
+            return not self.fired
 
     def __call__(self) -> None:
-        self.fired = True
+        with self.lock:
+            if self.done:  # (the answer was whole just before the deadline)
+                return
+            self.fired = True
         try:
             if self.socket is not None:
                 self.socket.shutdown(socket.SHUT_RDWR)  # wakes a blocked read at once
@@ -338,7 +348,7 @@ class Bounded(httpx.BaseTransport):
             if token is not None:
                 WATCHDOG.disarm(token)
         # (outside the except: the reset the cut caused is not the cause to show)
-        if cut or abort.fired:  # a read cut by the watchdog can look like a body's end
+        if cut or not abort.finish():  # a read cut by the watchdog can look like a body's end
             raise httpx.ReadTimeout("timed out (the --timeout deadline)", request=request)
         headers = [(k, v) for k, v in resp.headers.raw
                    if k.lower() not in (b"content-encoding", b"content-length")]

@@ -83,6 +83,7 @@ SEND = {
     "retries": {N}, "seconds": {N}, "events_per_second": {N}, "bad_lines": {ARR},
     "stopped_at_line": {N, NULL}, "failed_file": {S, NULL}, "failed_file_error": {S, NULL},
     "gave_up": {S, NULL}, "failures": {ARR},
+    "failed_file_appended": {B}, "interrupted": {S, NULL}, "last_line_read": {N},
 }
 BAD_LINE = {"line": {N}, "error": {S}}
 CHECK = {"name": {S}, "title": {S}, "status": {S}, "detail": {S}, "fix": {S}}
