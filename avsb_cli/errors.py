@@ -127,8 +127,9 @@ class Interrupted(AvsbError):
 
 
 class Terminated(Interrupted):
+    """SIGTERM: an interruption too (same JSON code), with the exit code a shell expects."""
+
     exit_code = ExitCode.TERMINATED
-    code = "terminated"
 
 
 class AuthError(AvsbError):
