@@ -345,7 +345,7 @@ def test_a_signal_during_send_loses_nothing_read(tmp_path, sig, code, round_):
         out, err = proc.communicate(timeout=60)
         assert server.wait_idle()
         assert proc.returncode == code, err
-        assert "Traceback" not in err and f"stopped by {sig}" in err, err
+        assert "Traceback" not in err and f"interrupted by {sig}" in err, err
         doc = json.loads(out)
         assert doc["interrupted"] == sig
         _check_nothing_lost(doc, server, tmp_path, total)

@@ -392,10 +392,10 @@ def outcome_error(doc: dict[str, Any]) -> AvsbError | None:
             f", {doc['failed']:,} NOT saved ({doc['failed_file_error']})")
         line = doc["last_line_read"]
         return kind(
-            f"stopped by {doc['interrupted']} after line {line:,}: {doc['sent']:,} events "
+            f"interrupted by {doc['interrupted']} after line {line:,}: {doc['sent']:,} events "
             f"sent{saved}; the lines after {line:,} were not read",
-            hint=f"send the rest again: avsb segment send {doc['source']}"
-            + (f", then {doc['failed_file']}" if doc["failed_file"] else "")
+            hint=f"send the file again: avsb segment send {doc['source']}"
+            + (f", and {doc['failed_file']}" if doc["failed_file"] else "")
             + " (Segment deduplicates what was already sent)",
         )
     if doc["failed_file_error"]:
