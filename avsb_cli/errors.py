@@ -38,6 +38,8 @@ class ExitCode(IntEnum):
     CONFLICT = 10
     #: Interrupted by Ctrl-C (128 + SIGINT).
     INTERRUPTED = 130
+    #: ``segment send`` stopped by SIGTERM (128 + SIGTERM), after saving what it read.
+    TERMINATED = 143
 
 
 class AvsbError(Exception):
@@ -122,6 +124,12 @@ class OutputError(AvsbError):
 class Interrupted(AvsbError):
     exit_code = ExitCode.INTERRUPTED
     code = "interrupted"
+
+
+class Terminated(Interrupted):
+    """SIGTERM: an interruption too (same JSON code), with the exit code a shell expects."""
+
+    exit_code = ExitCode.TERMINATED
 
 
 class AuthError(AvsbError):

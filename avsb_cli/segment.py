@@ -191,9 +191,10 @@ def build_client(
             from avsb_cli.transport import Http11Transport
 
             transport = Http11Transport(verify)
-    return httpx.Client(
+    client = httpx.Client(
         transport=transport,
-        headers={"User-Agent": USER_AGENT},
+        # Only what transport.Bounded inflates within its cap.
+        headers={"User-Agent": USER_AGENT, "Accept-Encoding": "gzip, deflate"},
         timeout=httpx.Timeout(policy.read_timeout, connect=policy.connect_timeout),
         verify=verify,
         follow_redirects=False,
@@ -205,6 +206,15 @@ def build_client(
         mounts={"http://": None, "all://127.0.0.1": None, "all://localhost": None,
                 "all://[::1]": None},
     )
+    from avsb_cli.transport import Bounded
+
+    # Every answer is bounded in time and size whichever transport carries it,
+    # httpx's own proxy transports included (httpx builds those from the
+    # environment, so they are wrapped where it keeps them).
+    client._transport = Bounded(client._transport)
+    client._mounts = {pattern: Bounded(t) if t is not None else None
+                      for pattern, t in client._mounts.items()}
+    return client
 
 
 def _host(url: str) -> str:
@@ -245,6 +255,12 @@ def describe_error(exc: httpx.HTTPError) -> tuple[str, bool]:
             return "connection refused", True
         if isinstance(err, ConnectionResetError):
             return "connection reset", True
+    from avsb_cli.transport import AnswerTooLarge
+
+    if isinstance(exc, AnswerTooLarge):  # endless, huge or a bomb: the same again next time
+        return f"the answer was {exc}", False
+    if isinstance(exc, httpx.DecodingError):
+        return shorten(str(exc), 120), False
     text = str(exc).lower()
     if isinstance(exc, httpx.ProxyError):
         return f"the proxy from HTTPS_PROXY failed ({shorten(str(exc), 80)})", True
@@ -320,6 +336,7 @@ def request(
     ok_statuses: frozenset[int] = frozenset(),
     sleep: Callable[[float], None] | None = None,
     clock: Callable[[], float] | None = None,
+    cap: int | None = None,
 ) -> Delivery:
     """Send one request under the retry policy.
 
@@ -347,9 +364,15 @@ def request(
         )
         wait: float | None = None
         body = content() if callable(content) else content
+        # The whole exchange ends by the deadline, however slowly the server
+        # answers (transport.Bounded), and reads at most ``cap`` bytes.
+        extensions: dict[str, Any] = {"avsb_deadline": time.monotonic() + max(0.05, remaining)}
+        if cap is not None:
+            extensions["avsb_cap"] = cap
         try:
             resp = client.request(
-                method, url, content=body, headers=headers, auth=auth, timeout=timeout
+                method, url, content=body, headers=headers, auth=auth, timeout=timeout,
+                extensions=extensions,
             )
         except httpx.HTTPError as exc:
             cause, retryable = describe_error(exc)

@@ -83,6 +83,7 @@ SEND = {
     "retries": {N}, "seconds": {N}, "events_per_second": {N}, "bad_lines": {ARR},
     "stopped_at_line": {N, NULL}, "failed_file": {S, NULL}, "failed_file_error": {S, NULL},
     "gave_up": {S, NULL}, "failures": {ARR},
+    "failed_file_appended": {B}, "interrupted": {S, NULL}, "last_line_read": {N},
 }
 BAD_LINE = {"line": {N}, "error": {S}}
 CHECK = {"name": {S}, "title": {S}, "status": {S}, "detail": {S}, "fix": {S}}
@@ -333,14 +334,16 @@ FAILURES = {
 
 def test_the_table_covers_every_exit_code_and_error_code():
     # A new ExitCode or AvsbError without a row above (or without a place in
-    # the README) fails here. OK, ERROR and INTERRUPTED have tests of their own.
+    # the README) fails here. OK, ERROR, INTERRUPTED and TERMINATED (signals
+    # to a real send: test_faults_bounds.py) have tests of their own.
     from avsb_cli import errors
 
     classes = [c for c in vars(errors).values()
                if isinstance(c, type) and issubclass(c, errors.AvsbError)]
     assert {c.code for c in classes} == ERROR_CODES
     assert {spec[0] for spec in FAILURES.values()} == (
-        set(ExitCode) - {ExitCode.OK, ExitCode.ERROR, ExitCode.INTERRUPTED})
+        set(ExitCode) - {ExitCode.OK, ExitCode.ERROR, ExitCode.INTERRUPTED,
+                         ExitCode.TERMINATED})
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     for code in ERROR_CODES:
         assert f"`{code}`" in readme, code

@@ -355,7 +355,9 @@ def test_ctrl_c_during_a_send_exits_130_and_keeps_config(cli, config_dir, segmen
     assert len(lines) == 1 and lines[0].startswith("avsb: error: interrupted"), err
     if command == "send":  # nothing is lost: the user is told how to finish
         assert "send the file again" in lines[0]
-    if json_mode:
+    if json_mode and command == "send":  # the summary, then the error on stderr
+        assert json.loads(out)["interrupted"] == "SIGINT"
+    elif json_mode:
         assert json.loads(out)["error"]["code"] == "interrupted"
     assert path.read_bytes() == before
     assert len(segment.requests) == 1  # no retry after Ctrl-C

@@ -310,7 +310,7 @@ def test_a_plain_http_client_skips_the_ca_bundle_and_fails_closed_on_https(monke
     loaded = []
     monkeypatch.setattr(segment, "_ssl_context", lambda: loaded.append(1))
     with segment.build_client(tls=False) as client:
-        ctx = client._transport._ssl  # type: ignore[attr-defined]
+        ctx = client._transport.inner._ssl  # type: ignore[attr-defined]
     assert loaded == []
     # Nothing is trusted: an https request through it fails verification.
     assert ctx.verify_mode == ssl.CERT_REQUIRED and ctx.check_hostname

@@ -101,7 +101,7 @@ def serve() -> Iterator[Callable[[Callable[[socket.socket], None]], RawServer]]:
 def client(**timeouts: float) -> httpx.Client:
     policy = segment.Policy(**timeouts) if timeouts else None
     c = segment.build_client(policy=policy, tls=False)
-    assert isinstance(c._transport, Http11Transport)  # type: ignore[attr-defined]
+    assert isinstance(c._transport.inner, Http11Transport)  # type: ignore[attr-defined]
     return c
 
 
@@ -270,9 +270,9 @@ def test_a_failed_connection_is_not_pooled(serve):
 def test_a_proxy_in_the_environment_keeps_httpx_transport(monkeypatch):
     monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")
     with segment.build_client() as c:
-        assert not isinstance(c._transport, Http11Transport)  # type: ignore[attr-defined]
+        assert not isinstance(c._transport.inner, Http11Transport)  # type: ignore[attr-defined]
     monkeypatch.delenv("HTTPS_PROXY")
     for name in ("HTTP_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
         monkeypatch.delenv(name, raising=False)
     with segment.build_client(tls=False) as c:
-        assert isinstance(c._transport, Http11Transport)  # type: ignore[attr-defined]
+        assert isinstance(c._transport.inner, Http11Transport)  # type: ignore[attr-defined]

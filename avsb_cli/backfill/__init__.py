@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -58,7 +59,14 @@ from avsb_cli.backfill.limits import (
     SWITCH_INTERVAL,
 )
 from avsb_cli.backfill.read import count_lines, detect_format, open_input, read_csv, read_jsonl
-from avsb_cli.errors import AvsbError, InputError, Interrupted, NetworkError, UsageError
+from avsb_cli.errors import (
+    AvsbError,
+    InputError,
+    Interrupted,
+    NetworkError,
+    Terminated,
+    UsageError,
+)
 
 __all__ = [
     "BAD_LINES_KEPT", "BOM", "BREAKER", "FIELDS", "MAX_BATCH_BYTES", "MAX_BATCH_EVENTS",
@@ -120,6 +128,9 @@ def send(
             os.path.samefile(source, failed_path)
         ):
             raise UsageError("--failed-file must not be the file being sent")
+        if explicit and failed_path.is_symlink():
+            raise UsageError(f"--failed-file {failed_path} is a symbolic link; avsb does not "
+                             "write through one", hint="name the file itself")
         folder = failed_path.parent if str(failed_path.parent) else Path(".")
         if not os.access(folder, os.W_OK):
             raise UsageError(f"cannot write the failed-events file in {folder}",
@@ -162,7 +173,9 @@ def send(
     line_no = 0  # every line up to here is sent, queued or in the failed file
     batcher = Batcher(MAX_BATCH_BYTES, MAX_BATCH_EVENTS)
     switch = sys.getswitchinterval()
+    stop = _Signals()
     try:
+        stop.install(lambda: sender)
         fmt = detect_format(source, fmt, stream)
         doc["format"] = fmt
         chunks = parts(stream, fmt, MessageBuilder(project), strict=strict)
@@ -173,7 +186,10 @@ def send(
             sender = Sender(client=client, url=url, key=resolved.key, policy=policy,
                             workers=concurrency, failed=failed, progress=advance)
             sys.setswitchinterval(SWITCH_INTERVAL)
-        for part in chunks:
+        while True:
+            part = stop.read(chunks)
+            if part is None:
+                break
             read += part.read
             valid += len(part.messages)
             if part.problems:
@@ -195,6 +211,8 @@ def send(
                 else:
                     advance(len(batch))
             line_no = part.last_line
+            if stop.signum:  # what was read is batched; the rest stays unread
+                break
         if batch := batcher.rest():
             batches += 1
             if sender is not None:
@@ -219,6 +237,7 @@ def send(
             " (Segment deduplicates what was already sent)",
         ) from None
     finally:
+        stop.restore()
         sys.setswitchinterval(switch)
         with contextlib.suppress(NameError):
             chunks.close()
@@ -251,8 +270,79 @@ def send(
         "failed_file_error": failed.error,
         "gave_up": sender.gave_up if sender else None,
         "failures": sender.failures if sender else [],
+        "failed_file_appended": failed.appended,
+        "interrupted": stop.name,
+        "last_line_read": line_no,
     })
     return doc
+
+
+class _Stopped(Exception):
+    """A signal while the input was being read: nothing of it was taken yet."""
+
+
+class _Signals:
+    """SIGINT and SIGTERM during send: stop reading, deliver or save what was read.
+
+    The handler only takes note and stops the senders (whose retry waits end
+    at once; what is queued goes to the failed-events file); the main loop
+    then stops after the part it holds, so no record read is in a local
+    variable when the run ends. It raises only while the main thread waits
+    for input (a quiet pipe), where nothing has been taken from it yet.
+    """
+
+    SIGNALS = ("SIGINT", "SIGTERM")
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self.reading = False
+        self._saved: dict[int, Any] = {}
+        self._sender: Callable[[], Sender | None] = lambda: None
+
+    @property
+    def name(self) -> str | None:
+        import signal
+
+        return signal.Signals(self.signum).name if self.signum else None
+
+    def install(self, sender: Callable[[], Sender | None]) -> None:
+        import signal
+
+        if threading.current_thread() is not threading.main_thread():
+            return  # (an embedding program's thread: its own signals, its own rules)
+        self._sender = sender
+        for name in self.SIGNALS:
+            num = getattr(signal, name)
+            self._saved[num] = signal.signal(num, self._handle)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.signum = self.signum or signum
+        sender = self._sender()
+        if sender is not None:
+            # From another thread: the main thread may hold a lock interrupt() takes.
+            threading.Thread(target=sender.interrupt, daemon=True).start()
+        if self.reading:
+            raise _Stopped
+
+    def read(self, chunks: Iterator[Part]) -> Part | None:
+        """The next part, or None at the end of the input or on a signal."""
+        if self.signum:
+            return None
+        try:
+            self.reading = True
+            try:
+                return next(chunks, None)
+            finally:
+                self.reading = False
+        except _Stopped:
+            return None
+
+    def restore(self) -> None:
+        import signal
+
+        for num, handler in self._saved.items():
+            signal.signal(num, handler)
+        self._saved = {}
 
 
 # What the CLI shows -------------------------------------------------------------
@@ -284,12 +374,30 @@ def summary_rows(doc: dict[str, Any]) -> list[tuple[str, Any]]:
         ("endpoint", doc["endpoint"]),
     ]
     if doc["failed_file"]:
-        rows.append(("failed events in", doc["failed_file"]))
+        rows.append(("failed events in", doc["failed_file"]
+                     + (" (appended)" if doc.get("failed_file_appended") else "")))
+    if doc.get("interrupted"):
+        rows.append(("stopped by", f"{doc['interrupted']} after line {doc['last_line_read']:,}"))
     return rows
 
 
 def outcome_error(doc: dict[str, Any]) -> AvsbError | None:
-    """The error the run ends with, if anything was not delivered (exit 6 or 8)."""
+    """The error the run ends with, if anything was not delivered (exit 6 or 8),
+    or it was stopped by a signal (130, 143)."""
+    if doc.get("interrupted"):
+        kind = Terminated if doc["interrupted"] == "SIGTERM" else Interrupted
+        saved = (f", {doc['failed']:,} saved to {doc['failed_file']}" if doc["failed_file"]
+                 else "")
+        saved += "" if not doc["failed_file_error"] else (
+            f", {doc['failed']:,} NOT saved ({doc['failed_file_error']})")
+        line = doc["last_line_read"]
+        return kind(
+            f"interrupted by {doc['interrupted']} after line {line:,}: {doc['sent']:,} events "
+            f"sent{saved}; the lines after {line:,} were not read",
+            hint=f"send the file again: avsb segment send {doc['source']}"
+            + (f", and {doc['failed_file']}" if doc["failed_file"] else "")
+            + " (Segment deduplicates what was already sent)",
+        )
     if doc["failed_file_error"]:
         return NetworkError(
             f"{doc['failed']:,} events were not delivered and could not be saved: "

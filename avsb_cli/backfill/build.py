@@ -168,7 +168,7 @@ def _as_dict(raw: Any) -> dict[str, Any]:
         return raw
     try:
         rec = msgspec.json.decode(raw)
-    except (msgspec.DecodeError, TypeError):
+    except (msgspec.DecodeError, TypeError, RecursionError):
         return {}
     return rec if isinstance(rec, dict) else {}
 
@@ -223,6 +223,8 @@ class MessageBuilder:
             rec = _decoder.decode(raw) if type(raw) is bytes else _convert(raw, Enrollment)
         except msgspec.MsgspecError as exc:
             raise BadRecord(explain(exc, raw)) from None
+        except RecursionError:  # msgspec recurses once per level of nesting
+            raise BadRecord("nested too deep to be an enrollment") from None
         return self.message(rec, raw)
 
     def message(self, rec: Enrollment, raw: Any = None) -> bytes:
@@ -286,7 +288,7 @@ class MessageBuilder:
         try:
             recs = _decoder.decode_lines(chunk)
             return Part(list(map(self.message, recs)), [], len(recs), done + n)
-        except (msgspec.MsgspecError, BadRecord):
+        except (msgspec.MsgspecError, BadRecord, RecursionError):
             return self.rows(read_jsonl(io.BytesIO(chunk), done), strict=strict,
                              last_line=done + n)
 

@@ -62,12 +62,19 @@ def default_failed_path() -> Path:
 
 
 class FailedFile:
-    """Undelivered events as JSON Lines enrollments; created at the first one."""
+    """Undelivered events as JSON Lines enrollments; created at the first one.
+
+    Owner-only whatever the umask, never through a symlink (config.open_private).
+    A named file (--failed-file) that exists is appended to, never emptied:
+    it may hold the events of an earlier run.
+    """
 
     def __init__(self, path: Path, *, explicit: bool) -> None:
         self.path = path
         self.explicit = explicit
         self.count = 0
+        #: the named file already held events, kept ahead of this run's
+        self.appended = False
         self.error: str | None = None
         self._fh: IO[str] | None = None
         self._lock = threading.Lock()
@@ -87,12 +94,22 @@ class FailedFile:
                 self.error = f"cannot write {self.path}: {exc.strerror or exc}"
 
     def _open(self) -> IO[str]:
+        from avsb_cli.config import open_private
+
         if self.explicit:
-            return open(self.path, "w", encoding="utf-8")  # noqa: SIM115
+            fd = open_private(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND)
+            fh = open(fd, "a", encoding="utf-8")  # noqa: SIM115
+            size = os.fstat(fd).st_size
+            if size:
+                self.appended = True
+                if os.pread(fd, 1, size - 1) != b"\n":  # a last line without its end
+                    fh.write("\n")
+            return fh
         base, n = self.path, 0
         while True:  # two runs in the same second get two files
             try:
-                return open(self.path, "x", encoding="utf-8")  # noqa: SIM115
+                fd = open_private(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+                return open(fd, "w", encoding="utf-8")  # noqa: SIM115
             except FileExistsError:
                 n += 1
                 self.path = base.with_name(f"{base.stem}-{n}{base.suffix}")
@@ -195,8 +212,8 @@ class Sender:
         self.discard = False
         self.closed = False
         self.lock = threading.Lock()
-        self.sent = self.batches_sent = self.batches_failed = self.retries = 0
-        self.failed_events = self.abandoned = 0
+        self.sent = self.batches_failed = self.retries = 0
+        self.failed_events = 0
         self.in_a_row = 0
         self.gave_up: str | None = None
         self.failures: list[str] = []
@@ -254,7 +271,6 @@ class Sender:
         )
         with self.lock:
             self.sent += count
-            self.batches_sent += 1
             self.retries += d.attempts - 1
             self.in_a_row = 0
         if self.progress:
@@ -265,7 +281,6 @@ class Sender:
     def _fail(self, batch: list[bytes], cause: str | None) -> None:
         with self.lock:
             if self.discard:
-                self.abandoned += len(batch)
                 return
             self.failed_events += len(batch)
             self.batches_failed += 1

@@ -13,6 +13,7 @@ import io
 import itertools
 import operator
 import os
+import stat
 import sys
 from collections import deque
 from collections.abc import Iterator
@@ -32,6 +33,11 @@ def too_long() -> str:
 
 
 def detect_format(source: str, fmt: str | None, stream: Any) -> str:
+    # JSON Lines and CSV are text: NUL bytes at the start are a binary file
+    # (or /dev/zero, one endless line), refused at once rather than skipped forever.
+    if b"\0" in stream.peek(4096)[:4096]:
+        raise InputError(f"{'standard input' if source == '-' else source} is not a text "
+                         "file (it has NUL bytes)", hint="pass a JSON Lines or CSV file")
     if fmt:
         if fmt not in FORMATS:
             raise UsageError(f"unknown format {fmt!r}", hint="use jsonl or csv")
@@ -71,8 +77,12 @@ def count_lines(source: str) -> int | None:
     if source == "-":
         return None
     try:
+        # Checked before opening: opening a FIFO waits for a writer, and reading
+        # it would take the lines away from the send itself.
+        if not os.path.isfile(source):
+            return None
         with open(source, "rb") as fh:
-            if not os.path.isfile(source):
+            if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):  # swapped meanwhile
                 return None
             n, last = 0, b"\n"
             for chunk in iter(lambda: fh.read(1 << 20), b""):

@@ -207,13 +207,14 @@ def segment_send(
         "--dry-run", help="Check the file and count batches; send nothing.")] = False,
     failed_file: Annotated[Path | None, typer.Option(
         "--failed-file", metavar="PATH",
-        help="Where undelivered events go [default: ./avsb-failed-<time>.jsonl].")] = None,
+        help="Where undelivered events go; an existing file is appended to "
+             "[default: ./avsb-failed-<time>.jsonl].")] = None,
     concurrency: Annotated[int, typer.Option(
         "--concurrency", metavar="N", help="Requests in flight (1-16).")] = 4,
     timeout: Annotated[float | None, typer.Option(
         "--timeout", metavar="SECONDS",
-        help="Time for each batch, its retries included; not for the whole file "
-             "[default: 20; env AVSB_TIMEOUT].")] = None,
+        help="Time for each batch, its retries and a slow answer included; not for the "
+             "whole file [default: 20; env AVSB_TIMEOUT].")] = None,
     project: ProjectOpt = "default",
     json: JsonOpt = False,
     quiet: QuietOpt = False,
