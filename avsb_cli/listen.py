@@ -675,7 +675,7 @@ def run(*, project: str, host: str, port: int, write_key: str | None, forward: b
     ListenTimeoutError if fewer than ``count`` came in time; Ctrl-C shows the
     summary and propagates.
     """
-    from avsb_cli import endpoints, integration
+    from avsb_cli import checks, endpoints
     from avsb_cli.config import ConfigStore
     from avsb_cli.errors import ValidationFailedError
 
@@ -695,7 +695,7 @@ def run(*, project: str, host: str, port: int, write_key: str | None, forward: b
             expected = None
     forwarder = None
     if forward:
-        seg, resolved = integration.usable_key(project)
+        seg, resolved = checks.usable_key(project)
         forwarder = Forwarder(queue.Queue(), base=endpoints.tracking_base(seg),
                               key=resolved.key)
     listener = Listener(host, port, expected_key=expected)

@@ -116,7 +116,7 @@ def send(
     policy: Any | None = None,
 ) -> dict[str, Any]:
     """Send the enrollments in ``source`` (a path or ``-``); return the summary."""
-    from avsb_cli import endpoints, integration, segment
+    from avsb_cli import checks, endpoints, segment
     from avsb_cli.config import ConfigStore
 
     if not 1 <= concurrency <= 16:
@@ -144,7 +144,7 @@ def send(
             seg = ConfigStore.segment_of(store.load(), project)
             resolved = None
         else:
-            seg, resolved = integration.usable_key(project, store=store, keystore=keystore)
+            seg, resolved = checks.usable_key(project, store=store, keystore=keystore)
             key_doc = {"key_masked": resolved.masked, "key_source": resolved.source}
         url = f"{endpoints.tracking_base(seg)}/v1/batch"
         policy = policy or segment.Policy.from_env(timeout)

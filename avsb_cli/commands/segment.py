@@ -34,7 +34,7 @@ DEFAULT_FIELDS = {
 
 def _validate(project: str, region: Region | None, send_event: bool, timeout: float | None,
               from_dashboard: bool, local: bool, json: bool, quiet: bool) -> None:
-    from avsb_cli import integration
+    from avsb_cli import checks
 
     out = start(project, json, quiet)
     event = None
@@ -46,7 +46,7 @@ def _validate(project: str, region: Region | None, send_event: bool, timeout: fl
         event = segment.experiment_event(
             anonymous_id=f"avsb-test-{uuid.uuid4()}", **DEFAULT_FIELDS
         )
-    doc = integration.validate(
+    doc = checks.validate(
         project, region=region.value if region else None, send_event=event, timeout=timeout,
         from_dashboard=from_dashboard, local=local,
     )
@@ -62,7 +62,7 @@ def _validate(project: str, region: Region | None, send_event: bool, timeout: fl
             [[c["title"], marks[c["status"]], c["detail"]] + ([c["fix"]] if fixes else [])
              for c in doc["checks"]],
         )
-    err = integration.validate_error(doc)
+    err = checks.validate_error(doc)
     if err:
         raise_after_document(err, quiet)
     if event is not None:
@@ -151,7 +151,7 @@ def segment_test_event(
       avsb segment test-event --experiment-id exp_abc123 \\
         --user-id u_42
     """
-    from avsb_cli import integration
+    from avsb_cli import checks
 
     out = start(project, json, quiet)
     fields = {
@@ -160,7 +160,7 @@ def segment_test_event(
         "variation_id": variation_id,
         "variation_name": variation_name,
     }
-    doc = integration.send_test_event(
+    doc = checks.send_test_event(
         project, fields=fields, user_id=user_id, anonymous_id=anonymous_id,
         dry_run=dry_run, timeout=timeout, from_dashboard=from_dashboard, local=local,
     )
