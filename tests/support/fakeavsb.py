@@ -29,11 +29,12 @@ import threading
 import time
 from collections import defaultdict, deque
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from tests.support.fakesegment import Fault, Recorded
+from tests.support.localserver import LocalServer
 
 PAT = "pat_" + "a3f8c2d1" * 8
 PAT2 = "pat_" + "0b9e7d6c" * 8
@@ -50,7 +51,7 @@ OPENAPI_PATHS = {
 }
 
 
-class FakeAvsb:
+class FakeAvsb(LocalServer):
     def __init__(self) -> None:
         self.tokens: dict[str, tuple[str, frozenset[str]]] = {}
         self.projects: dict[str, list[dict[str, str]]] = defaultdict(list)
@@ -62,37 +63,13 @@ class FakeAvsb:
         self.hooks: dict[str, deque[Callable[[], None]]] = defaultdict(deque)
         self.writes = 0  # PUTs applied (replays and refusals not counted)
         self.lock = threading.Lock()
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self.httpd.handle_error = lambda *a: None  # type: ignore[method-assign]
-        self.httpd.daemon_threads = True
-        self.thread = threading.Thread(
-            target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
+        super().__init__(self._handler())
 
     # Control ------------------------------------------------------------------------
 
     @property
-    def url(self) -> str:
-        host, port = self.httpd.server_address[:2]
-        return f"http://{host}:{port}"
-
-    @property
     def host(self) -> str:
         return self.url.split("://", 1)[1]
-
-    def start(self) -> FakeAvsb:
-        self.thread.start()
-        return self
-
-    def stop(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-    def __enter__(self) -> FakeAvsb:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     def add_token(self, token: str, org: str = ORG,
                   scopes: frozenset[str] | set[str] = ALL_SCOPES) -> None:

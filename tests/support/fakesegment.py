@@ -29,8 +29,10 @@ import threading
 import time
 from collections import defaultdict, deque
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
+
+from tests.support.localserver import LocalServer
 
 API_HOSTS = {"us": "api.segment.io/v1", "eu": "events.eu1.segmentapis.com/v1"}
 
@@ -67,7 +69,7 @@ class Recorded:
         return None
 
 
-class FakeSegment:
+class FakeSegment(LocalServer):
     def __init__(self, *, count_only: bool = False) -> None:
         self.keys: dict[str, str] = {}
         self.requests: list[Recorded] = []
@@ -79,35 +81,9 @@ class FakeSegment:
         self.outages: dict[str, Fault] = {}
         self.lock = threading.Lock()
         self.in_flight = 0
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        # A client that gave up (timeout, Ctrl-C) makes the handler's write fail;
-        # that is the point of those tests, not an error worth a traceback.
-        self.httpd.handle_error = lambda *a: None  # type: ignore[method-assign]
-        self.httpd.daemon_threads = True
-        # A short poll interval makes stop() quick (the default waits up to 0.5 s).
-        self.thread = threading.Thread(
-            target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
+        super().__init__(self._handler())
 
     # Control ------------------------------------------------------------------
-    @property
-    def url(self) -> str:
-        host, port = self.httpd.server_address[:2]
-        return f"http://{host}:{port}"
-
-    def start(self) -> FakeSegment:
-        self.thread.start()
-        return self
-
-    def stop(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-    def __enter__(self) -> FakeSegment:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     def add_key(self, key: str, region: str = "us") -> None:
         self.keys[key] = region
