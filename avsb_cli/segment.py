@@ -32,7 +32,6 @@ import random
 import socket
 import ssl
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -42,12 +41,18 @@ import httpx
 
 from avsb_cli import __version__
 from avsb_cli.errors import AvsbError, NetworkError, UsageError
+from avsb_cli.event import (  # noqa: F401 - the event, re-exported for callers of the client
+    EVENT,
+    EVENT_NAME,
+    MAX_MESSAGE_BYTES,
+    encode,
+    experiment_event,
+    library_context,
+    now_iso,
+)
 from avsb_cli.writekey import redact, remember_secret, shorten
 
 USER_AGENT = f"avsb/{__version__} (+https://app.avsb.cloud/docs/integrations/segment)"
-EVENT = "avsb_experiment"
-EVENT_NAME = "experiment_viewed"
-MAX_MESSAGE_BYTES = 32 << 10
 TIMEOUT_ENV = "AVSB_TIMEOUT"
 RETRY_STATUSES = frozenset({408, 429}) | frozenset(range(500, 600)) - {501, 505}
 
@@ -425,72 +430,6 @@ def request(
                 hint=_hint_for(causes[-1]),
             )
         sleep(wait)
-
-
-# The event --------------------------------------------------------------------
-
-
-def now_iso() -> str:
-    """UTC now for timestamp and sentAt (a seam tests replace)."""
-    from avsb_cli.config import now
-
-    return now()
-
-
-def library_context() -> dict[str, Any]:
-    return {"library": {"name": "avsb", "version": __version__}}
-
-
-def experiment_event(
-    *,
-    experiment_id: str,
-    experiment_name: str,
-    variation_id: str,
-    variation_name: str,
-    user_id: str | None = None,
-    anonymous_id: str | None = None,
-    timestamp: str | None = None,
-    message_id: str | None = None,
-) -> dict[str, Any]:
-    """The track call the A vs B snippet makes, as a Segment message."""
-    if not (user_id or anonymous_id):
-        raise UsageError("an event needs a user id or an anonymous id")
-    msg: dict[str, Any] = {
-        "type": "track",
-        "event": EVENT,
-        "messageId": message_id or f"avsb-{uuid.uuid4()}",
-        "timestamp": timestamp or now_iso(),
-        "properties": {
-            "experiment_id": experiment_id,
-            "experiment_name": experiment_name,
-            "variation_id": variation_id,
-            "variation_name": variation_name,
-            "event_name": EVENT_NAME,
-        },
-        "context": library_context(),
-    }
-    if user_id:
-        msg["userId"] = user_id
-    if anonymous_id:
-        msg["anonymousId"] = anonymous_id
-    return msg
-
-
-def encode(msg: dict[str, Any]) -> bytes:
-    try:
-        body = json.dumps(msg, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-    except UnicodeEncodeError:
-        # A lone surrogate: an argument with bytes that were not UTF-8.
-        raise UsageError(
-            "the event has text that is not valid UTF-8",
-            hint="check the encoding of the experiment, variation and user fields",
-        ) from None
-    if len(body) > MAX_MESSAGE_BYTES:
-        raise UsageError(
-            f"the event is {len(body):,} bytes; Segment refuses messages over 32 KB",
-            hint="shorten the experiment or variation fields",
-        )
-    return body
 
 
 JSON_HEADERS = {"Content-Type": "application/json"}

@@ -244,6 +244,28 @@ def test_bad_lines_are_reported_with_numbers_and_skipped(cli, enabled, tmp_path)
         "anon-0", "user-5", "42"]
 
 
+@pytest.mark.parametrize("fmt", ["jsonl", "csv"])
+def test_timestamps_padded_or_out_of_range_in_utc(cli, enabled, tmp_path, fmt):
+    """A timestamp with spaces around it is taken (fromisoformat alone would not); one
+    that leaves datetime's range once in UTC is a bad line, not a crash."""
+    recs = [enrollment(0, timestamp=" 2024-05-01T14:00:00+02:00 "),
+            enrollment(1, timestamp="0001-01-01T00:30:00+01:00"),
+            enrollment(2, timestamp="9999-12-31T23:30:00-01:00"),
+            enrollment(3)]
+    src = tmp_path / f"e.{fmt}"
+    if fmt == "jsonl":
+        write_jsonl(src, recs)
+    else:
+        names = list(enrollment(1)) + ["anonymous_id"]
+        src.write_text(",".join(names) + "\n" + "".join(
+            ",".join(str(r.get(n, "")) for n in names) + "\n" for r in recs))
+    doc = cli("segment", "send", str(src), "--json").json()
+    assert [b["line"] for b in doc["bad_lines"]] == ([2, 3] if fmt == "jsonl" else [3, 4])
+    assert all("out of range in UTC" in b["error"] for b in doc["bad_lines"])
+    assert [e["timestamp"] for e in enabled.events] == ["2024-05-01T12:00:00.000Z",
+                                                        "2024-05-01T12:00:03.000Z"]
+
+
 def test_missing_id_names_the_unknown_fields(cli, enabled, tmp_path):
     rec = {k: v for k, v in enrollment(1).items() if k != "user_id"} | {"userId": "u1"}
     src = write_jsonl(tmp_path / "e.jsonl", [rec])

@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from avsb_cli import backfill, segment
-from avsb_cli.backfill import build, deliver, read
+from avsb_cli.backfill import deliver, read
 from tests.test_send import enrollment
 
 FIELDS = ["experiment_id", "experiment_name", "variation_id", "variation_name", "user_id",
@@ -209,13 +209,6 @@ def test_chunks_are_read_lazily():
                                 backfill.MessageBuilder("p"), strict=False))
     assert first.messages
     assert source.pulled <= 3 * backfill.CHUNK_BYTES
-
-
-def test_the_builders_sha256_is_sha256():
-    import hashlib
-
-    for data in (b"", b"proj\0exp\0var\0u:1\0" + b"x" * 200):
-        assert build._sha256(data).hexdigest() == hashlib.sha256(data).hexdigest()
 
 
 # Batching --------------------------------------------------------------------------

@@ -8,7 +8,7 @@ The pipeline streams, so memory stays flat whatever the file size:
 - Input is JSON Lines or CSV with a header, from a file or standard input.
   A bad record is counted and reported with its line number and not sent;
   ``strict`` stops at the first.
-- Every record becomes the message ``segment.experiment_event`` builds, with
+- Every record becomes the message ``event.experiment_event`` builds, with
   the enrollment's own timestamp (normalised to UTC, ``Z``) and a messageId
   derived from the project and the enrollment, so sending a file twice sends
   the same messageIds and Segment deduplicates them.
@@ -116,7 +116,7 @@ def send(
     policy: Any | None = None,
 ) -> dict[str, Any]:
     """Send the enrollments in ``source`` (a path or ``-``); return the summary."""
-    from avsb_cli import checks, endpoints, segment
+    from avsb_cli import checks, endpoints
     from avsb_cli.config import ConfigStore
 
     if not 1 <= concurrency <= 16:
@@ -147,7 +147,10 @@ def send(
             seg, resolved = checks.usable_key(project, store=store, keystore=keystore)
             key_doc = {"key_masked": resolved.masked, "key_source": resolved.source}
         url = f"{endpoints.tracking_base(seg)}/v1/batch"
-        policy = policy or segment.Policy.from_env(timeout)
+        if not dry_run:  # (the client's module imports httpx, which a dry run does without)
+            from avsb_cli import segment
+
+            policy = policy or segment.Policy.from_env(timeout)
     except BaseException:
         if opened:
             stream.close()

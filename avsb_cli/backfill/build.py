@@ -3,11 +3,12 @@
 An enrollment is decoded into ``Enrollment`` by msgspec, in C: from JSON
 Lines (a whole chunk at once with ``decode_lines``, or one line) and from
 CSV rows (``convert``) alike, so both formats pass the same checks and give
-the same errors, each naming the field. ``MessageBuilder.message`` then does
-what a type can't say: a blank field is a missing one, a numeric id is text,
-the timestamp has a zone and is normalised to UTC. The message is the one
-``segment.experiment_event`` builds, field for field, encoded by msgspec,
-with a messageId derived from the project and the enrollment.
+the same errors, each naming the field. ``MessageBuilder`` then does what a
+type can't say: a blank field is a missing one, a numeric id is text, the
+timestamp has a zone and is normalised to UTC (a chunk's at once). The
+message is the one ``event.experiment_event`` builds, field for field,
+encoded by msgspec, with a messageId derived from the project and the
+enrollment.
 """
 
 from __future__ import annotations
@@ -18,22 +19,14 @@ import operator
 import re
 from collections.abc import Iterable
 from datetime import UTC, datetime
+from hashlib import sha256
 from typing import Any, NamedTuple
 
 import msgspec
 
-from avsb_cli import segment
 from avsb_cli.backfill.limits import FIELDS, REQUIRED
 from avsb_cli.backfill.read import Row, read_jsonl
-
-try:  # CPython's own SHA-256 (3.12+: _sha2, 3.11: _sha256). On a 60-byte input
-    # OpenSSL's per-call set-up is a third of the hashing (bench/).
-    from _sha2 import sha256 as _sha256  # type: ignore[import-not-found]
-except ImportError:  # pragma: no cover - depends on the Python
-    try:
-        from _sha256 import sha256 as _sha256  # type: ignore[import-not-found,no-redef]
-    except ImportError:
-        from hashlib import sha256 as _sha256
+from avsb_cli.event import EVENT, EVENT_NAME, MAX_MESSAGE_BYTES, library_context
 
 
 class BadRecord(Exception):
@@ -61,7 +54,7 @@ class Properties(msgspec.Struct, gc=False):
 
 
 class Message(msgspec.Struct, omit_defaults=True, gc=False):
-    """``segment.experiment_event``'s message, its fields in the same order."""
+    """``event.experiment_event``'s message, its fields in the same order."""
 
     type: str
     event: str
@@ -89,71 +82,45 @@ _second = operator.itemgetter(1)
 _fromiso = datetime.fromisoformat
 
 
-_utc_minutes: dict[str, str] = {}
+def utc_stamps(values: list[str]) -> list[str]:
+    """ISO-8601 texts with a zone as UTC, ``Z``, milliseconds (microseconds if
+    needed): a chunk's timestamps at once, parsed by datetime.fromisoformat and
+    written by msgspec's RFC 3339 encoder, both in C. ValueError (or
+    OverflowError, TypeError) if any is not one; ``normalise_timestamp`` says why.
+    """
+    whens = list(map(_fromiso, values))
+    utc = [w.astimezone(UTC) for w in whens if w.tzinfo is not None]
+    if len(utc) != len(whens):
+        raise ValueError("no time zone")
+    # msgspec writes whole seconds as "...:SSZ" and fractions with six digits.
+    return [t[:19] + ".000Z" if len(t) == 20 else t[:23] + "Z" if t[23:26] == "000" else t
+            for t in _encode(utc).decode()[2:-2].split('","')]
 
 
 def normalise_timestamp(value: Any) -> str:
-    """ISO-8601 with a zone, as UTC with ``Z`` (milliseconds, or microseconds if needed).
-
-    datetime.fromisoformat checks every form in C. Formatting a datetime
-    back costs ten times that, so the usual shapes (``YYYY-MM-DDTHH:MM:SS``,
-    any fraction, ``Z`` or an offset) keep their own text: an offset changes
-    only the date and hour (and minute), looked up once per distinct one.
-    """
+    """One timestamp as ``utc_stamps`` writes it; BadRecord says what is wrong."""
     if type(value) is not str:
         raise BadRecord("timestamp must be an ISO-8601 string, e.g. 2024-05-01T12:00:00Z")
+    text = value.strip()
     try:
-        when = _fromiso(value)
+        when = _fromiso(text)
     except ValueError:
-        try:
-            when = _fromiso(value.strip())
-        except ValueError:
-            raise BadRecord(f"timestamp {value[:40]!r} is not ISO-8601 or not a valid date "
-                            "and time") from None
-        value = value.strip()
-    tz = when.tzinfo
-    if tz is None:
-        raise BadRecord(f"timestamp {value[:40]!r} has no time zone (add Z for UTC)")
-    usual = len(value) >= 20 and value[4] == value[7] == "-" and value[10] == "T" and (
-        value[13] == value[16] == ":")
-    if usual and tz is UTC:
-        if len(value) == 20:
-            return value[:19] + ".000Z"  # ...:SSZ
-        if len(value) == 24 and value[19] == "." and value[23] == "Z":
-            return value  # JavaScript's toISOString(), as it stands
-        minute = value[:16]
-    elif usual and value[-6] in "+-" and value[-3] == ":":  # an offset in whole minutes
-        # The UTC date and hour (and minute, for an offset like +05:30) of the
-        # local ones: few distinct in an export, and formatting is the cost.
-        whole = value[-2:] == "00"
-        key = value[:13] + value[-6:] if whole else value[:16] + value[-6:]
-        minute = _utc_minutes.get(key)  # type: ignore[assignment]
-        if minute is None:
-            if len(_utc_minutes) >= 100_000:
-                _utc_minutes.clear()
-            minute = _utc_minutes[key] = when.astimezone(UTC).isoformat()[:13 if whole else 16]
-        if whole:
-            minute += value[13:16]
-    else:  # other forms: week dates, no seconds, basic format
-        when = when.astimezone(UTC)
-        spec = "milliseconds" if when.microsecond % 1000 == 0 else "microseconds"
-        return when.isoformat(timespec=spec)[:-6] + "Z"
-    us = when.microsecond
-    if not us:
-        frac = ".000Z"
-    elif value[19] == "." and value[23:24] in ("Z", "+", "-"):  # milliseconds
-        frac = value[19:23] + "Z"
-    else:
-        frac = f".{us // 1000:03d}Z" if us % 1000 == 0 else f".{us:06d}Z"
-    return minute + value[16:19] + frac
+        raise BadRecord(f"timestamp {value[:40]!r} is not ISO-8601 or not a valid date "
+                        "and time") from None
+    if when.tzinfo is None:
+        raise BadRecord(f"timestamp {text[:40]!r} has no time zone (add Z for UTC)")
+    try:
+        return utc_stamps([text])[0]
+    except OverflowError:
+        raise BadRecord(f"timestamp {text[:40]!r} is out of range in UTC") from None
 
 
 def message_id(project: str, experiment_id: str, variation_id: str,
                user_id: str | None, anonymous_id: str | None, timestamp: str) -> str:
     """Deterministic, so a re-sent enrollment carries the same messageId (69 characters)."""
     who = f"u:{user_id}" if user_id else f"a:{anonymous_id}"
-    raw = "\0".join((project, experiment_id, variation_id, who, timestamp))
-    return "avsb-" + _sha256(raw.encode("utf-8", "surrogatepass")).hexdigest()
+    raw = f"{project}\0{experiment_id}\0{variation_id}\0{who}\0{timestamp}"
+    return "avsb-" + sha256(raw.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 # Why a record was refused ------------------------------------------------------------
@@ -204,16 +171,40 @@ def explain(exc: msgspec.MsgspecError, raw: Any) -> str:
     return "no " + ", ".join(missing) + _unknown_hint(raw)
 
 
+def _text_id(value: str | int | None) -> str | None:
+    """A user or anonymous id as sent: a number as text, a blank one as none."""
+    if type(value) is int:
+        return str(value)
+    return value if value and not value.isspace() else None  # type: ignore[union-attr]
+
+
+def _problem(rec: Enrollment, raw: Any) -> str | None:
+    """What is wrong with a decoded enrollment, as a bad line's message, in the
+    order the fields are checked: the required texts, an id, the timestamp."""
+    missing = [n for n in REQUIRED[:4] if _blank(getattr(rec, n))]
+    if missing:
+        return "no " + ", ".join(missing) + _unknown_hint(raw)
+    if not (_text_id(rec.user_id) or _text_id(rec.anonymous_id)):
+        return "no user_id or anonymous_id" + _unknown_hint(raw)
+    if not rec.timestamp:
+        return "no timestamp" + _unknown_hint(raw)
+    try:
+        normalise_timestamp(rec.timestamp)
+    except BadRecord as exc:
+        return str(exc)
+    return None
+
+
 # Building -----------------------------------------------------------------------------
 
 
 class MessageBuilder:
-    """Enrollments -> the encoded messages ``segment.experiment_event`` builds."""
+    """Enrollments -> the encoded messages ``event.experiment_event`` builds."""
 
     def __init__(self, project: str) -> None:
         self.project = project
-        self._context = msgspec.Raw(_encode(segment.library_context()))
-        self._max_bytes = segment.MAX_MESSAGE_BYTES
+        self._context = msgspec.Raw(_encode(library_context()))
+        self._max_bytes = MAX_MESSAGE_BYTES
         self._picks: dict[tuple[str, ...], Any] = {}
 
     def build(self, raw: bytes | dict[str, Any]) -> bytes:
@@ -228,36 +219,41 @@ class MessageBuilder:
         return self.message(rec, raw)
 
     def message(self, rec: Enrollment, raw: Any = None) -> bytes:
-        """The encoded message for a decoded enrollment; BadRecord says why not."""
-        eid, ename, vid, vname = (rec.experiment_id, rec.experiment_name, rec.variation_id,
-                                  rec.variation_name)
-        if not (eid and ename and vid and vname) or (
-                eid.isspace() or ename.isspace() or vid.isspace() or vname.isspace()):
-            missing = [n for n, v in zip(REQUIRED, (eid, ename, vid, vname), strict=False)
-                       if _blank(v)]
-            raise BadRecord("no " + ", ".join(missing) + _unknown_hint(raw))
-        uid, aid = rec.user_id, rec.anonymous_id
-        if uid is not None:
-            uid = str(uid) if type(uid) is int else (uid if uid and not uid.isspace() else None)
-        if aid is not None:
-            aid = str(aid) if type(aid) is int else (aid if aid and not aid.isspace() else None)
-        if not (uid or aid):
-            raise BadRecord("no user_id or anonymous_id" + _unknown_hint(raw))
-        if not rec.timestamp:
-            raise BadRecord("no timestamp" + _unknown_hint(raw))
-        ts = normalise_timestamp(rec.timestamp)
-        mid = message_id(self.project, eid, vid, uid, aid, ts)
-        try:
-            body = _encode(Message("track", segment.EVENT, mid, ts, Properties(
-                eid, ename, vid, vname, segment.EVENT_NAME), self._context, uid, aid))
-        except UnicodeEncodeError:  # a CSV byte that was not UTF-8 (surrogateescape)
-            raise BadRecord("not valid UTF-8 text") from None
-        if len(body) > self._max_bytes:
-            raise BadRecord(f"the event would be {len(body):,} bytes; Segment refuses "
-                            "messages over 32 KB")
-        return body
+        """The encoded message for one decoded enrollment; BadRecord says why not."""
+        problem = _problem(rec, raw)
+        if problem:
+            raise BadRecord(problem)
+        # (a timestamp with spaces around it is taken; fromisoformat would not)
+        return self.messages([msgspec.structs.replace(rec, timestamp=rec.timestamp.strip())])[0]
 
-    # Many records at a time ---------------------------------------------------------
+    def messages(self, recs: list[Enrollment]) -> list[bytes]:
+        """A chunk's enrollments as messages, their timestamps normalised together.
+
+        Any problem raises (BadRecord, ValueError, OverflowError); the caller then
+        goes through the chunk a record at a time, where ``_problem`` names it.
+        """
+        project, context, most = self.project, self._context, self._max_bytes
+        out = []
+        for rec, ts in zip(recs, utc_stamps([r.timestamp for r in recs]), strict=True):
+            eid, ename, vid, vname = (rec.experiment_id, rec.experiment_name,
+                                      rec.variation_id, rec.variation_name)
+            if not (eid and ename and vid and vname) or (
+                    eid.isspace() or ename.isspace() or vid.isspace() or vname.isspace()):
+                raise BadRecord("a blank field")
+            uid, aid = _text_id(rec.user_id), _text_id(rec.anonymous_id)
+            if not (uid or aid):
+                raise BadRecord("no id")
+            mid = message_id(project, eid, vid, uid, aid, ts)
+            try:
+                body = _encode(Message("track", EVENT, mid, ts, Properties(
+                    eid, ename, vid, vname, EVENT_NAME), context, uid, aid))
+            except UnicodeEncodeError:  # a CSV byte that was not UTF-8 (surrogateescape)
+                raise BadRecord("not valid UTF-8 text") from None
+            if len(body) > most:
+                raise BadRecord(f"the event would be {len(body):,} bytes; Segment refuses "
+                                "messages over 32 KB")
+            out.append(body)
+        return out
 
     def rows(self, rows: Iterable[Row], *, strict: bool, last_line: int = 0) -> Part:
         """Records one by one, each problem with its line; stops at the first if strict."""
@@ -287,8 +283,8 @@ class MessageBuilder:
         """
         try:
             recs = _decoder.decode_lines(chunk)
-            return Part(list(map(self.message, recs)), [], len(recs), done + n)
-        except (msgspec.MsgspecError, BadRecord, RecursionError):
+            return Part(self.messages(recs), [], len(recs), done + n)
+        except (msgspec.MsgspecError, BadRecord, ValueError, OverflowError, RecursionError):
             return self.rows(read_jsonl(io.BytesIO(chunk), done), strict=strict,
                              last_line=done + n)
 
@@ -306,9 +302,9 @@ class MessageBuilder:
                 pick = self._picks[tuple(names)] = operator.itemgetter(
                     *(names.index(f) for f in Enrollment.__struct_fields__))
             try:
-                recs = itertools.starmap(Enrollment, map(pick, values))
-                return Part(list(map(self.message, recs)), [], len(rows), rows[-1][0])
-            except BadRecord:
+                recs = list(itertools.starmap(Enrollment, map(pick, values)))
+                return Part(self.messages(recs), [], len(rows), rows[-1][0])
+            except (BadRecord, ValueError, OverflowError):
                 pass
         return self.rows([(n, dict(zip(names, row, strict=True)) if row else None, problem)  # type: ignore[arg-type]
                           for n, row, problem in rows], strict=strict)

@@ -26,7 +26,6 @@ from typing import IO, Any
 
 import msgspec
 
-from avsb_cli import segment
 from avsb_cli.backfill.build import enrollment_of
 from avsb_cli.backfill.limits import (
     BREAKER,
@@ -200,6 +199,8 @@ class Sender:
 
     def __init__(self, *, client: Any, url: str, key: str, policy: Any, workers: int,
                  failed: FailedFile, progress: Callable[[int], None] | None) -> None:
+        from avsb_cli import segment  # (httpx: not for a dry run)
+
         self._segment = segment
         self.client, self.url, self.key, self.policy = client, url, key, policy
         self.failed = failed
