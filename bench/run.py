@@ -21,9 +21,9 @@ bench/RESULTS.md (raw numbers in bench/results/latest.json).
 3. Dry runs: `avsb segment send --dry-run` of the same enrollments with four
    timestamp forms (milliseconds or not, Z or an offset), as JSON Lines and
    CSV, wall clock of the whole process, against the rate at which json.loads
-   alone gets through the same lines in this venv; the fastest of 7 runs of
-   each, interleaved. Targets: >= 75% of json.loads for every form and
-   format; CSV >= 75% of JSON Lines.
+   alone gets through the same lines in this venv, run just before; 7
+   rounds, each ratio the median of the rounds' ratios. Targets: >= 75% of
+   json.loads for every form and format; CSV >= 75% of JSON Lines.
 4. Bulk: events per second for the same enrollments (a) sent by
    `avsb segment send` as JSON Lines and as CSV, (b) sent by
    segment-analytics-python 2.4.0 with its defaults (in its own venv, never
@@ -32,8 +32,9 @@ bench/RESULTS.md (raw numbers in bench/results/latest.json).
    a tight loop. The server is the tests' FakeSegment(count_only=True) on
    127.0.0.1 in this process; its CPU share is reported to show whether it
    was the bottleneck. Every run is checked to have delivered every event.
-   Targets: avsb >= 10x analytics-python; JSON Lines and CSV >= 75% of the
-   limit.
+   5 rounds, the order reversed every other round; each ratio is the median
+   of the ratios of runs made next to each other. Targets: avsb >= 10x
+   analytics-python; JSON Lines and CSV >= 75% of the limit.
 5. Memory: peak RSS (getrusage in a wrapper process) of `avsb segment send`
    for 1,000,000 enrollments against 10,000. Target: at most 1.2x.
 
@@ -366,8 +367,10 @@ def run_limit(server: Any, data: Path, count: int) -> dict[str, Any]:
             "batches": doc["batches"], "server_cpu": round(c.cpu / c.wall, 2)}
 
 
-SENDERS = ("avsb", "avsb csv", "avsb (httpx transport)", "avsb (own transport)",
-           "analytics-python", "limit")
+# Run in this order, then in reverse, and so on: each ratio pairs runs made next to
+# each other (avsb csv, limit, avsb, analytics-python; the two transports).
+SENDERS = ("avsb (httpx transport)", "avsb (own transport)", "avsb csv", "limit", "avsb",
+           "analytics-python")
 
 
 def bulk(count: int, reps: int, peer_venv: Path, tmp: Path,
@@ -383,10 +386,8 @@ def bulk(count: int, reps: int, peer_venv: Path, tmp: Path,
     results: dict[str, list[dict[str, Any]]] = {name: [] for name in senders}
     with FakeSegment(count_only=True) as server:
         server.add_key(KEY)
-        order = list(senders)
         for rep in range(reps):
-            k = rep * 2 % len(order)
-            for name in order[k:] + order[:k]:  # rotate: no runner always first
+            for name in senders if rep % 2 == 0 else senders[::-1]:
                 say(f"bulk {rep + 1}/{reps}: {name}, {count:,} enrollments")
                 if name == "avsb":
                     results[name].append(run_avsb(server, data, count, tmp))
@@ -403,10 +404,19 @@ def bulk(count: int, reps: int, peer_venv: Path, tmp: Path,
                     results[name].append(run_limit(server, data, count))
                 elif peer is not None:
                     results[name].append(run_peer(peer, server, data, count))
-    summary: dict[str, Any] = {"count": count, "reps": reps, "runs": results}
+    summary: dict[str, Any] = {"count": count, "reps": reps, "runs": results, "ratios": {}}
     for name, runs in results.items():
         if runs:
             summary[name] = statistics.median(r["events_per_s"] for r in runs)
+    # The speed of this machine drifts by a third over seconds: a ratio is the median
+    # of the ratios of runs made back to back, not a ratio of medians.
+    for a, b in (("avsb", "limit"), ("avsb csv", "limit"), ("avsb", "analytics-python"),
+                 ("avsb (httpx transport)", "avsb (own transport)"),
+                 ("baseline", "limit"), ("baseline csv", "limit")):
+        if results.get(a) and results.get(b):
+            summary["ratios"][f"{a} / {b}"] = statistics.median(
+                x["events_per_s"] / y["events_per_s"]
+                for x, y in zip(results[a], results[b], strict=True))
     data.unlink()
     data_csv.unlink()
     return summary
@@ -458,22 +468,33 @@ def dry_runs(count: int, reps: int, tmp: Path, baseline: str | None = None) -> d
     runs: dict[str, list[float]] = {}
     for rep in range(reps):
         say(f"dry runs {rep + 1}/{reps}: {len(files)} files and json.loads, {count:,} lines")
-        for (form, fmt), path in files.items():
-            wall, _ = timed([*avsb_argv(), "segment", "send", str(path), "--dry-run", "--json"],
-                            env, limit=TIMEOUT)
-            runs.setdefault(f"{form} {fmt}", []).append(count / wall)
-            if baseline:
-                wall, _ = timed([baseline, "segment", "send", str(path), "--dry-run", "--json"],
-                                env, limit=TIMEOUT)
-                runs.setdefault(f"{form} {fmt} baseline", []).append(count / wall)
-            if fmt == "jsonl":
-                runs.setdefault(f"{form} json.loads", []).append(json_loads_rate(path))
+        for form in FORMS:  # json.loads, then avsb on the same lines, back to back
+            runs.setdefault(f"{form} json.loads", []).append(
+                json_loads_rate(files[form, "jsonl"]))
+            for fmt in ("jsonl", "csv"):
+                argv = ["segment", "send", str(files[form, fmt]), "--dry-run", "--json"]
+                wall, _ = timed([*avsb_argv(), *argv], env, limit=TIMEOUT)
+                runs.setdefault(f"{form} {fmt}", []).append(count / wall)
+                if baseline:
+                    wall, _ = timed([baseline, *argv], env, limit=TIMEOUT)
+                    runs.setdefault(f"{form} {fmt} baseline", []).append(count / wall)
     for path in files.values():
         path.unlink()
-    # The fastest run of each: noise on a shared machine only ever slows a run down, and
-    # json.loads and avsb are taken the same way, interleaved.
-    return {"count": count, "reps": reps, "runs": runs,
-            "rates": {k: round(max(v)) for k, v in runs.items()}}
+    # Each ratio is the median of the ratios of runs made back to back: the machine's
+    # speed drifts by a third over seconds here, alike for both runs of a pair.
+    ratios = {}
+    for form in FORMS:
+        base, jl, cs = (runs[f"{form} {k}"] for k in ("json.loads", "jsonl", "csv"))
+        ratios[f"{form} jsonl"] = statistics.median(j / b for j, b in zip(jl, base, strict=True))
+        ratios[f"{form} csv"] = statistics.median(c / b for c, b in zip(cs, base, strict=True))
+        ratios[f"{form} csv/jsonl"] = statistics.median(c / j for c, j in zip(cs, jl, strict=True))
+        if baseline:
+            for fmt in ("jsonl", "csv"):
+                new, old = runs[f"{form} {fmt}"], runs[f"{form} {fmt} baseline"]
+                ratios[f"{form} {fmt} baseline"] = statistics.median(
+                    n / o for n, o in zip(new, old, strict=True))
+    return {"count": count, "reps": reps, "runs": runs, "ratios": ratios,
+            "rates": {k: round(statistics.median(v)) for k, v in runs.items()}}
 
 
 def memory(small: int, large: int, tmp: Path) -> dict[str, Any]:
@@ -562,23 +583,26 @@ def render(res: dict[str, Any]) -> tuple[str, str]:
     if "dry" in res:
         d = res["dry"]
         r = d["rates"]
-        lines += [f"### Dry runs ({d['count']:,} enrollments, whole process, fastest of "
-                  f"{d['reps']} interleaved runs each)", "",
+        lines += [f"### Dry runs ({d['count']:,} enrollments, whole process, {d['reps']} rounds)",
+                  "",
                   "`avsb segment send FILE --dry-run --json`, wall clock of the whole process "
                   "(start-up included), against `json.loads` alone over the same JSON Lines "
-                  "(the loop only) in the same venv. Targets: >= 75% of json.loads for every "
-                  "form and format; CSV >= 75% of JSON Lines.", "",
+                  "(the loop only) in the same venv, run just before it. Rates are medians; "
+                  "each ratio is the median of the rounds' ratios. Targets: >= 75% of "
+                  "json.loads for every form and format; CSV >= 75% of JSON Lines.", "",
                   "| timestamps | json.loads lines/s | JSON Lines events/s | vs json.loads | "
                   "CSV events/s | vs json.loads | CSV vs JSON Lines |",
                   "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+        q = d["ratios"]
         worst = (9.0, "")
         worst_csv = (9.0, "")
         for form in FORMS:
             base, jl, cs = r[f"{form} json.loads"], r[f"{form} jsonl"], r[f"{form} csv"]
-            lines.append(f"| {form} | {base:,} | {jl:,} | {jl / base:.0%} | {cs:,} | "
-                         f"{cs / base:.0%} | {cs / jl:.0%} |")
-            worst = min(worst, (jl / base, f"{form} JSON Lines"), (cs / base, f"{form} CSV"))
-            worst_csv = min(worst_csv, (cs / jl, form))
+            rj, rc, cj = q[f"{form} jsonl"], q[f"{form} csv"], q[f"{form} csv/jsonl"]
+            lines.append(f"| {form} | {base:,} | {jl:,} | {rj:.0%} | {cs:,} | {rc:.0%} | "
+                         f"{cj:.0%} |")
+            worst = min(worst, (rj, f"{form} JSON Lines"), (rc, f"{form} CSV"))
+            worst_csv = min(worst_csv, (cj, form))
         if f"{next(iter(FORMS))} jsonl baseline" in r:
             lines += ["", f"Against the baseline (`{res.get('baseline')}`) in the same run, "
                       "events/s of the dry run:", "",
@@ -587,9 +611,9 @@ def render(res: dict[str, Any]) -> tuple[str, str]:
             for form in FORMS:
                 for fmt in ("jsonl", "csv"):
                     new, old = r[f"{form} {fmt}"], r[f"{form} {fmt} baseline"]
-                    lines.append(f"| {form} | {fmt} | {new:,} | {old:,} | {new / old:.2f}x |")
-            gains = [r[f"{f} {x}"] / r[f"{f} {x} baseline"] for f in FORMS
-                     for x in ("jsonl", "csv")]
+                    lines.append(f"| {form} | {fmt} | {new:,} | {old:,} | "
+                                 f"{q[f'{form} {fmt} baseline']:.2f}x |")
+            gains = [q[f"{f} {x} baseline"] for f in FORMS for x in ("jsonl", "csv")]
             short.append(f"| `--dry-run` vs the baseline, same run | {min(gains):.2f}x to "
                          f"{max(gains):.2f}x over the forms and formats | (reference) | |")
         lines += ["", f"Lowest: {worst[1]} at {worst[0]:.0%} of json.loads (target >= 75%: "
@@ -602,8 +626,9 @@ def render(res: dict[str, Any]) -> tuple[str, str]:
                      f"({worst_csv[1]}) | >= 75% | {verdict(worst_csv[0] >= 0.75)} |")
     if "bulk" in res:
         b = res["bulk"]
-        lines += [f"### Bulk ({b['count']:,} enrollments, medians of {b['reps']} runs each, "
-                  "rotated)", "",
+        q = b["ratios"]
+        lines += [f"### Bulk ({b['count']:,} enrollments, {b['reps']} rounds; events/s are "
+                  "medians, ratios the median of each round's)", "",
                   "| sender | events/s | runs (events/s) | server CPU share |",
                   "| --- | ---: | --- | --- |"]
         for name in b["runs"]:
@@ -623,7 +648,7 @@ def render(res: dict[str, Any]) -> tuple[str, str]:
                   "one with httpx's own transport. Server CPU share: CPU seconds of the "
                   "server process per wall second (1.0 is one core).", ""]
         if b.get("analytics-python"):
-            ratio = b["avsb"] / b["analytics-python"]
+            ratio = q["avsb / analytics-python"]
             short.append(f"| `avsb segment send` vs analytics-python 2.4.0 | {ratio:.1f}x "
                          f"({b['avsb']:,.0f} vs {b['analytics-python']:,.0f} events/s) | >= 10x "
                          f"| {verdict(ratio >= 10)} |")
@@ -634,7 +659,7 @@ def render(res: dict[str, Any]) -> tuple[str, str]:
                          f"{b['avsb'] / b['baseline']:.2f}x JSON Lines, "
                          f"{b['avsb csv'] / b['baseline csv']:.2f}x CSV | (reference) | |")
         for name, label in (("avsb", "JSON Lines"), ("avsb csv", "CSV")):
-            share = b[name] / b["limit"]
+            share = q[f"{name} / limit"]
             short.append(f"| `avsb segment send` ({label}) vs the server's limit | {share:.0%} "
                          f"({b[name]:,.0f} vs {b['limit']:,.0f} events/s) | >= 75% | "
                          f"{verdict(share >= 0.75)} |")
@@ -644,7 +669,7 @@ def render(res: dict[str, Any]) -> tuple[str, str]:
     if "transport" in res and "bulk" in res:
         b, t = res["bulk"], res["transport"]
         own, other = b["avsb (own transport)"], b["avsb (httpx transport)"]
-        cost = 1 - other / own
+        cost = 1 - b["ratios"]["avsb (httpx transport) / avsb (own transport)"]
         extra = t["httpx"] - t["avsb"]
         keep = cost > 0.10 or extra > 30
         lines += ["### avsb's transport (transport.py) against httpx's own", "",
@@ -758,10 +783,11 @@ def main() -> None:
             res["startup"] = startup(runs, tmp)
         if "transport" in parts:
             res["transport"] = transport_startup(runs, tmp)
-        if "dry" in parts:  # (a second each: more runs, as the noise here is seconds long)
+        if "dry" in parts:  # (a second a run: more rounds, the noise here is large)
             res["dry"] = dry_runs(events, reps if q else max(reps, 7), tmp, args.baseline)
         if "bulk" in parts:
-            res["bulk"] = bulk(events, reps, args.peer_venv, tmp, args.baseline)
+            res["bulk"] = bulk(events, reps if q else max(reps, 5), args.peer_venv, tmp,
+                               args.baseline)
         if "memory" in parts:
             res["memory"] = memory(small, large, tmp)
     res["load"] = (load0, os.getloadavg()[0])
