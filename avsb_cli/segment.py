@@ -167,35 +167,20 @@ def _redact_http_logs() -> None:
             log.addFilter(_RedactLogs())
 
 
-def _proxy_configured() -> bool:
-    """Whether httpx would find a proxy where it looks (urllib's getproxies)."""
-    import urllib.request  # loaded by httpx already
-
-    found = urllib.request.getproxies()
-    return any(found.get(scheme) for scheme in ("http", "https", "all"))
-
-
 def build_client(
     transport: httpx.BaseTransport | None = None, *, policy: Policy | None = None,
     tls: bool = True,
 ) -> httpx.Client:
-    """The one HTTP client, over avsb's own transport (transport.py) unless
-    a test passes one. ``tls=False`` for a client that only talks plain http
-    (a local relay or test server): it skips loading the CA bundle (see
-    bench/RESULTS.md), and any https request through it fails certificate checks instead
-    of going unverified."""
+    """The one HTTP client, over httpx's own transport unless a test passes
+    one. ``tls=False`` for a client that only talks plain http (a local relay
+    or test server): it skips loading the CA bundle (see bench/RESULTS.md),
+    and any https request through it fails certificate checks instead of
+    going unverified."""
     policy = policy or Policy()
     _redact_http_logs()
-    if transport is not None:
-        verify: Any = True
-    else:
+    verify: Any = True
+    if transport is None:
         verify = _ssl_context() if tls else ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        # httpx ignores HTTPS_PROXY and the like once given a transport, so
-        # with a proxy configured the client keeps httpx's own.
-        if not _proxy_configured():
-            from avsb_cli.transport import Http11Transport
-
-            transport = Http11Transport(verify)
     client = httpx.Client(
         transport=transport,
         # Only what transport.Bounded inflates within its cap.
@@ -214,8 +199,8 @@ def build_client(
     from avsb_cli.transport import Bounded
 
     # Every answer is bounded in time and size whichever transport carries it,
-    # httpx's own proxy transports included (httpx builds those from the
-    # environment, so they are wrapped where it keeps them).
+    # the proxy transports httpx builds from the environment included (they
+    # are wrapped where it keeps them).
     client._transport = Bounded(client._transport)
     client._mounts = {pattern: Bounded(t) if t is not None else None
                       for pattern, t in client._mounts.items()}

@@ -303,7 +303,7 @@ def test_a_plain_http_client_skips_the_ca_bundle_and_fails_closed_on_https(monke
     loaded = []
     monkeypatch.setattr(segment, "_ssl_context", lambda: loaded.append(1))
     with segment.build_client(tls=False) as client:
-        ctx = client._transport.inner._ssl  # type: ignore[attr-defined]
+        ctx = client._transport.inner._pool._ssl_context  # type: ignore[attr-defined]
     assert loaded == []
     # Nothing is trusted: an https request through it fails verification.
     assert ctx.verify_mode == ssl.CERT_REQUIRED and ctx.check_hostname
@@ -322,7 +322,7 @@ def test_send_to_an_http_endpoint_asks_for_a_plain_client(enabled, tmp_path, mon
     src = tmp_path / "e.jsonl"
     src.write_text(json.dumps(enrollment(1)) + "\n")
     doc = backfill.send("default", str(src), failed_file=tmp_path / "f.jsonl")
-    assert doc["sent"] == 1 and asked == [False]
+    assert doc["sent"] == 1 and asked == [False] * 4  # a client for each sender thread
 
 
 # CSV ------------------------------------------------------------------------------------

@@ -1,9 +1,10 @@
-"""avsb's HTTP/1.1 transport (transport.py), against real sockets on 127.0.0.1.
+"""avsb's HTTP client (httpx's transport under transport.Bounded), against real
+sockets on 127.0.0.1.
 
 The fault tests (test_faults_network.py, test_send.py) already run every
 command through it against the fake Segment; these pin down what only shows
-at the socket: connections kept and reused, errors mapped the way httpx's
-own transport maps them, and the answer decoded by httpx.
+at the socket: connections kept and reused, errors as avsb words them, and
+the answer decoded within Bounded's cap.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ import httpx
 import pytest
 
 from avsb_cli import segment
-from avsb_cli.transport import Http11Transport
 
 
 class RawServer:
@@ -101,7 +101,7 @@ def serve() -> Iterator[Callable[[Callable[[socket.socket], None]], RawServer]]:
 def client(**timeouts: float) -> httpx.Client:
     policy = segment.Policy(**timeouts) if timeouts else None
     c = segment.build_client(policy=policy, tls=False)
-    assert isinstance(c._transport.inner, Http11Transport)  # type: ignore[attr-defined]
+    assert isinstance(c._transport.inner, httpx.HTTPTransport)  # type: ignore[attr-defined]
     return c
 
 
@@ -267,12 +267,14 @@ def test_a_failed_connection_is_not_pooled(serve):
     assert server.connections == 2
 
 
-def test_a_proxy_in_the_environment_keeps_httpx_transport(monkeypatch):
-    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")
-    with segment.build_client() as c:
-        assert not isinstance(c._transport.inner, Http11Transport)  # type: ignore[attr-defined]
-    monkeypatch.delenv("HTTPS_PROXY")
-    for name in ("HTTP_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+def test_a_proxy_in_the_environment_carries_https_never_plain_http(monkeypatch):
+    for name in ("HTTP_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy",
+                 "NO_PROXY", "no_proxy"):
         monkeypatch.delenv(name, raising=False)
-    with segment.build_client(tls=False) as c:
-        assert isinstance(c._transport.inner, Http11Transport)  # type: ignore[attr-defined]
+    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")
+    monkeypatch.setenv("ALL_PROXY", "http://127.0.0.1:9")
+    with segment.build_client() as c:
+        via_proxy = c._transport_for_url(httpx.URL("https://api.segment.io/v1/batch"))
+        direct = c._transport_for_url(httpx.URL("http://127.0.0.1:8080/v1/batch"))
+    assert via_proxy is not c._transport and via_proxy.inner._pool._proxy_url is not None  # type: ignore[attr-defined]
+    assert direct is c._transport  # (the write key never goes through a proxy in clear)

@@ -172,7 +172,7 @@ def send(
     bad_lines: list[dict[str, Any]] = []
     stopped_at: int | None = None
     sender: Sender | None = None
-    client = None
+    clients: list[Any] = []
     line_no = 0  # every line up to here is sent, queued or in the failed file
     batcher = Batcher(MAX_BATCH_BYTES, MAX_BATCH_EVENTS)
     switch = sys.getswitchinterval()
@@ -183,11 +183,12 @@ def send(
         doc["format"] = fmt
         chunks = parts(stream, fmt, MessageBuilder(project), strict=strict)
         if not dry_run:
-            client = segment.build_client(transport, policy=policy,
-                                          tls=not url.startswith("http://"))
+            clients = [segment.build_client(transport, policy=policy,
+                                            tls=not url.startswith("http://"))
+                       for _ in range(concurrency)]
             assert resolved is not None and resolved.key
-            sender = Sender(client=client, url=url, key=resolved.key, policy=policy,
-                            workers=concurrency, failed=failed, progress=advance)
+            sender = Sender(clients=clients, url=url, key=resolved.key, policy=policy,
+                            failed=failed, progress=advance)
             sys.setswitchinterval(SWITCH_INTERVAL)
         while True:
             part = stop.read(chunks)
@@ -249,7 +250,7 @@ def send(
             sender.close()
         if opened:
             stream.close()
-        if client is not None:
+        for client in clients:
             client.close()
         failed.close()
 

@@ -3,7 +3,8 @@
 - Batches stay under MAX_BATCH_BYTES of raw JSON and MAX_BATCH_EVENTS events
   (Segment: 500 KB, 2,500), are gzip-compressed once and posted under
   ``segment.request``'s retry policy with the same bytes on every attempt,
-  over one keep-alive client shared by the sender threads.
+  each sender thread over its own keep-alive client (a request cut at its
+  deadline closes its own connection, not the others').
 - A batch that still fails is written, as enrollments, to a JSON Lines file
   that ``avsb segment send`` takes back. After BREAKER failed batches in a
   row the rest is written there without trying, instead of retrying a dead
@@ -195,14 +196,14 @@ class _Stopped(Exception):
 
 
 class Sender:
-    """Sender threads posting gzip batches over one client; results in counters."""
+    """A sender thread per client, posting gzip batches; results in counters."""
 
-    def __init__(self, *, client: Any, url: str, key: str, policy: Any, workers: int,
+    def __init__(self, *, clients: list[Any], url: str, key: str, policy: Any,
                  failed: FailedFile, progress: Callable[[int], None] | None) -> None:
         from avsb_cli import segment  # (httpx: not for a dry run)
 
         self._segment = segment
-        self.client, self.url, self.key, self.policy = client, url, key, policy
+        self.url, self.key, self.policy = url, key, policy
         self.failed = failed
         self.progress = progress
         # Two waiting batches: when the reader outruns the senders the queue is
@@ -219,8 +220,9 @@ class Sender:
         self.gave_up: str | None = None
         self.failures: list[str] = []
         self.threads = [
-            threading.Thread(target=self._run, name=f"avsb-send-{i}", daemon=True)
-            for i in range(workers)
+            threading.Thread(target=self._run, args=(client,), name=f"avsb-send-{i}",
+                             daemon=True)
+            for i, client in enumerate(clients)
         ]
         for t in self.threads:
             t.start()
@@ -237,13 +239,13 @@ class Sender:
         if self.stop.wait(seconds):
             raise _Stopped
 
-    def _run(self) -> None:
+    def _run(self, client: Any) -> None:
         while (item := self.queue.get()) is not None:
-            self._handle(item)
+            self._handle(item, client)
             # Not held while waiting: a batch is half a megabyte (bench/'s memory run).
             del item
 
-    def _handle(self, item: list[Any]) -> None:
+    def _handle(self, item: list[Any], client: Any) -> None:
         """Post ``[messages joined with commas, count]``; empties the item."""
         joined, count = item
         content = b""
@@ -255,7 +257,7 @@ class Sender:
                 # Only the compressed body is kept while it is posted, a sixth of the
                 # memory (bench/'s memory run); a failed batch is read back from it.
                 item[0] = joined = None
-                self._post(content, count)
+                self._post(client, content, count)
                 return
             except _Stopped:
                 pass
@@ -265,9 +267,9 @@ class Sender:
                 cause = f"internal error: {type(exc).__name__}: {exc}"
         self._fail(messages_of(content) if joined is None else _split(joined), cause)
 
-    def _post(self, content: bytes, count: int) -> None:
+    def _post(self, client: Any, content: bytes, count: int) -> None:
         d = self._segment.request(
-            self.client, "POST", self.url, policy=self.policy, key=self.key,
+            client, "POST", self.url, policy=self.policy, key=self.key,
             content=content, headers=_GZIP_HEADERS, sleep=self._sleep,
         )
         with self.lock:
