@@ -613,3 +613,25 @@ def test_messages_read_well_for_one_bad_line(cli, segment, tmp_path):
     r = cli("segment", "send", str(f), "--dry-run", env={"AVSB_SEGMENT_WRITE_KEY": KEY})
     assert "the other 1 event was checked" in r.stderr
     assert "check the file again" in r.stderr and "deduplicates" not in r.stderr
+
+
+def test_a_dry_run_imports_no_httpx(tmp_path, config_dir):
+    """A dry run builds and checks every message but sends none: the HTTP client's
+    modules (httpx, httpcore) are not imported, a fifth of its start-up."""
+    import subprocess
+    import sys
+
+    from tests.conftest import avsb_env
+
+    src = write_jsonl(tmp_path / "e.jsonl", range(3))
+    probe = ("import json, runpy, sys\n"
+             "sys.argv = ['avsb', 'segment', 'send', sys.argv[1], '--dry-run', '--json']\n"
+             "try:\n    runpy.run_module('avsb_cli', run_name='__main__')\n"
+             "except SystemExit as exc:\n    code = exc.code\n"
+             "sys.stderr.write('CODE=%s MODULES=%s\\n' % (code, json.dumps(sorted(sys.modules))))\n")
+    proc = subprocess.run([sys.executable, "-c", probe, str(src)], env=avsb_env(),
+                          capture_output=True, text=True, timeout=60)
+    line = next(x for x in proc.stderr.splitlines() if x.startswith("CODE="))
+    code, modules = line.split(" MODULES=")
+    assert code == "CODE=0" and json.loads(proc.stdout)["valid"] == 3
+    assert not {m.split(".")[0] for m in json.loads(modules)} & {"httpx", "httpcore"}
