@@ -628,7 +628,8 @@ def test_a_dry_run_imports_no_httpx(tmp_path, config_dir):
              "sys.argv = ['avsb', 'segment', 'send', sys.argv[1], '--dry-run', '--json']\n"
              "try:\n    runpy.run_module('avsb_cli', run_name='__main__')\n"
              "except SystemExit as exc:\n    code = exc.code\n"
-             "sys.stderr.write('CODE=%s MODULES=%s\\n' % (code, json.dumps(sorted(sys.modules))))\n")
+             "mods = json.dumps(sorted(sys.modules))\n"
+             "sys.stderr.write('CODE=%s MODULES=%s\\n' % (code, mods))\n")
     proc = subprocess.run([sys.executable, "-c", probe, str(src)], env=avsb_env(),
                           capture_output=True, text=True, timeout=60)
     line = next(x for x in proc.stderr.splitlines() if x.startswith("CODE="))
