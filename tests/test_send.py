@@ -580,18 +580,6 @@ def test_failed_file_lines_round_trip_to_the_same_message():
         assert builder.build(backfill.enrollment_of(msg)) == msg
 
 
-def test_switch_interval_is_restored_after_sending_and_after_an_error(enabled, tmp_path):
-    import sys
-
-    before = sys.getswitchinterval()
-    backfill.send("default", str(write_jsonl(tmp_path / "e.jsonl", range(3))))
-    assert sys.getswitchinterval() == before
-    (tmp_path / "bad.csv").write_text("no,header\n")
-    with pytest.raises(backfill.InputError):
-        backfill.send("default", str(tmp_path / "bad.csv"))
-    assert sys.getswitchinterval() == before
-
-
 def test_a_failing_progress_display_does_not_count_delivered_events_as_failed(enabled, tmp_path):
     def broken(n: int, rate: float) -> None:
         raise RuntimeError("terminal went away")

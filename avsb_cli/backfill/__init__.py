@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -56,7 +55,6 @@ from avsb_cli.backfill.limits import (
     MAX_BATCH_BYTES,
     MAX_BATCH_EVENTS,
     REQUIRED,
-    SWITCH_INTERVAL,
 )
 from avsb_cli.backfill.read import count_lines, detect_format, open_input, read_csv, read_jsonl
 from avsb_cli.errors import (
@@ -175,7 +173,6 @@ def send(
     clients: list[Any] = []
     line_no = 0  # every line up to here is sent, queued or in the failed file
     batcher = Batcher(MAX_BATCH_BYTES, MAX_BATCH_EVENTS)
-    switch = sys.getswitchinterval()
     stop = _Signals()
     try:
         stop.install(lambda: sender)
@@ -189,7 +186,6 @@ def send(
             assert resolved is not None and resolved.key
             sender = Sender(clients=clients, url=url, key=resolved.key, policy=policy,
                             failed=failed, progress=advance)
-            sys.setswitchinterval(SWITCH_INTERVAL)
         while True:
             part = stop.read(chunks)
             if part is None:
@@ -242,7 +238,6 @@ def send(
         ) from None
     finally:
         stop.restore()
-        sys.setswitchinterval(switch)
         with contextlib.suppress(NameError):
             chunks.close()
         if sender is not None and not sender.closed:  # an error: keep what was queued

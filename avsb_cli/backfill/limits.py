@@ -11,10 +11,6 @@ FAILURES_KEPT = 5
 BREAKER = 3
 #: gzip level 1: about as small as 6 on this JSON, several times cheaper
 GZIP_LEVEL = 1
-#: The reader thread holds the GIL nearly all the time, so a sender taking
-#: it back (after a gzip block, a socket call) waits out the whole switch
-#: interval, 5 ms by default. 0.2 ms while sending: +10-15% events/s (bench/).
-SWITCH_INTERVAL = 0.0002
 FORMATS = ("jsonl", "csv")
 SUFFIXES = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".csv": "csv"}
 REQUIRED = ("experiment_id", "experiment_name", "variation_id", "variation_name", "timestamp")
