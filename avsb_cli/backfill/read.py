@@ -224,9 +224,12 @@ def read_csv(stream: IO[bytes], size: int) -> Iterator[tuple[list[str], list[Row
                 if lines[-1] == "":
                     lines.pop()
                 rows = [line.split(",") for line in lines]
-                if set(map(len, rows)) != {width}:  # blank lines ([""] here, [] for csv)
-                    rows = [r if r != [""] else [] for r in rows]
                 part = list(zip(range(done + 1, done + n + 2), rows, itertools.repeat(None)))
+                if set(map(len, rows)) == {width} and not pad:  # the usual chunk: all good
+                    yield names, part
+                    continue
+                # blank lines ([""] here, [] for csv.reader)
+                part = [(n, r if r != [""] else [], p) for n, r, p in part]
             else:
                 pending.extend(io.StringIO(text, newline=""))
                 offset = done - reader.line_num
