@@ -640,16 +640,33 @@ def notes(res: dict[str, Any]) -> list[str]:
         out.append("- status: on top of typer's start it reads the key from the Secret "
                    "Service over D-Bus (jeepney, about 25 ms; keyring itself would cost about "
                    "185 ms) and draws its table with Rich (about 55 ms). `--json` skips Rich.")
+    logged = res.get("startup", {}).get("rows", {}).get(STATUS_TOKEN)
+    if logged and logged["ratio"] > 2.5:
+        out.append("- status, logged in: it reads A vs B over httpx, whose own transport "
+                   "(httpcore, h11, anyio) takes 20-30 ms to import. avsb's own transport "
+                   "saved that, but cost less than issue 11's bound of 30 ms, so it went "
+                   "(bench/DECISIONS.md); with it this command measured 2.27x against "
+                   "2.61x without, in one interleaved run.")
+    d = res.get("dry")
+    if d and min(v for k, v in d["ratios"].items() if "/" not in k and "baseline" not in k) < 0.75:
+        out.append("- dry run vs json.loads: a record costs avsb about what json.loads costs "
+                   "(msgspec's decode, the timestamp through datetime, the SHA-256 messageId "
+                   "and msgspec's encode); the whole process adds about 90 ms of start-up "
+                   "(Python, typer, msgspec), a tenth of a 200,000-line run, which the "
+                   "json.loads loop does not pay. CSV's split rows cost a little more than "
+                   "JSON Lines' decode.")
     b = res.get("bulk")
-    if b and b.get("limit") and min(b["avsb"], b["avsb csv"]) / b["limit"] < 0.75:
+    if b and b.get("limit") and min(b["ratios"]["avsb / limit"],
+                                    b["ratios"]["avsb csv / limit"]) < 0.75:
         out.append("- send vs limit: the limit is the server alone on one core, parsing "
                    "pre-built batches. avsb reads and builds every record in one Python "
                    "thread (msgspec decodes and encodes in C; the messageId's SHA-256, the "
                    "timestamps and the Python around them remain, about as much time a "
                    "record as json.loads takes) while its senders compress and post, and "
-                   "the server parses, all on the same 2 CPUs: avsb's own CPU time for "
-                   "200,000 events is about 1.1 s, the server's about 1.2 s, so the two "
-                   "together keep both cores busy. Start-up is part of avsb's time.")
+                   "the server parses, all on the same 2 CPUs. avsb's own CPU time for "
+                   "200,000 events is about 1.1-1.4 s and the server is busy about two "
+                   "thirds of the time: avsb's pipeline, not the server, sets the pace. "
+                   "Start-up (about 150 ms with httpx) is part of avsb's time.")
     return ["", "Targets not met here:", "", *out] if out else []
 
 
