@@ -52,7 +52,7 @@ def test_a_trickling_server_ends_at_the_deadline(mode):
 
 
 def test_a_trickling_proxy_ends_at_the_deadline_too(monkeypatch):
-    """httpx's own transport (a proxy is configured) is bounded the same way."""
+    """Through a proxy (HTTPS_PROXY), the request is bounded the same way."""
     for var in ("HTTP_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy", "NO_PROXY",
                 "no_proxy"):
         monkeypatch.delenv(var, raising=False)

@@ -161,8 +161,8 @@ def test_http_debug_logging_never_shows_the_key(cli, segment, caplog, monkeypatc
 
 
 def test_httpcore_debug_logging_never_shows_the_key(segment, caplog):
-    """httpx's own transport (httpcore), which a proxy from HTTPS_PROXY goes
-    through, logs response headers at DEBUG: they are masked too."""
+    """httpx's transport (httpcore), which carries every request, logs response
+    headers at DEBUG: they are masked too."""
     import httpx
 
     from avsb_cli import segment as client_module
