@@ -28,7 +28,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import random
 import socket
 import ssl
 import time
@@ -40,7 +39,7 @@ from urllib.parse import quote, urlsplit
 import httpx
 
 from avsb_cli import __version__
-from avsb_cli.errors import AvsbError, NetworkError, UsageError
+from avsb_cli.errors import AvsbError, NetworkError
 from avsb_cli.event import (  # noqa: F401 - the event, re-exported for callers of the client
     EVENT,
     EVENT_NAME,
@@ -50,50 +49,15 @@ from avsb_cli.event import (  # noqa: F401 - the event, re-exported for callers 
     library_context,
     now_iso,
 )
+from avsb_cli.policy import TIMEOUT_ENV, Policy  # noqa: F401 - re-exported for the client's callers
 from avsb_cli.writekey import redact, remember_secret, shorten
 
 USER_AGENT = f"avsb/{__version__} (+https://app.avsb.cloud/docs/integrations/segment)"
-TIMEOUT_ENV = "AVSB_TIMEOUT"
 RETRY_STATUSES = frozenset({408, 429}) | frozenset(range(500, 600)) - {501, 505}
 
 # Seams for tests: the CLI path can't take arguments, so tests replace these.
 _sleep: Callable[[float], None] = time.sleep
 _clock: Callable[[], float] = time.monotonic
-
-
-@dataclass
-class Policy:
-    attempts: int = 6
-    backoff: float = 0.5
-    backoff_cap: float = 8.0
-    retry_after_cap: float = 10.0
-    #: total seconds for all attempts and waits
-    deadline: float = 20.0
-    connect_timeout: float = 5.0
-    read_timeout: float = 10.0
-
-    @classmethod
-    def from_env(cls, timeout: float | None = None) -> Policy:
-        if timeout is None:
-            raw = os.environ.get(TIMEOUT_ENV, "").strip()
-            if raw:
-                try:
-                    timeout = float(raw)
-                except ValueError:
-                    raise UsageError(f"{TIMEOUT_ENV} must be a number of seconds") from None
-        policy = cls()
-        if timeout is not None:
-            if not 0 < timeout <= 3600:
-                raise UsageError("the timeout must be between 0 and 3600 seconds")
-            policy.deadline = timeout
-            policy.read_timeout = min(policy.read_timeout, timeout)
-            policy.connect_timeout = min(policy.connect_timeout, timeout)
-        return policy
-
-    def delay(self, retry: int) -> float:
-        """Wait before retry number ``retry`` (1-based), with jitter."""
-        base = min(self.backoff_cap, self.backoff * 2 ** (retry - 1))
-        return base * random.uniform(0.5, 1.0)
 
 
 @dataclass

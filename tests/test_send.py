@@ -603,6 +603,17 @@ def test_messages_read_well_for_one_bad_line(cli, segment, tmp_path):
     assert "check the file again" in r.stderr and "deduplicates" not in r.stderr
 
 
+def test_a_dry_run_checks_the_timeout_too(cli, tmp_path, monkeypatch):
+    """A dry run sends nothing, but a bad --timeout or AVSB_TIMEOUT is still an
+    error there, not a surprise in the real run."""
+    src = write_jsonl(tmp_path / "e.jsonl", range(2))
+    r = cli("segment", "send", str(src), "--dry-run", "--timeout", "-1")
+    assert r.exit_code == ExitCode.USAGE and "between 0 and 3600" in r.stderr
+    monkeypatch.setenv("AVSB_TIMEOUT", "soon")
+    r = cli("segment", "send", str(src), "--dry-run")
+    assert r.exit_code == ExitCode.USAGE and "AVSB_TIMEOUT must be a number" in r.stderr
+
+
 def test_a_dry_run_imports_no_httpx(tmp_path, config_dir):
     """A dry run builds and checks every message but sends none: the HTTP client's
     modules (httpx, httpcore) are not imported, a fifth of its start-up."""

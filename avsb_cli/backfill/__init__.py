@@ -116,6 +116,7 @@ def send(
     """Send the enrollments in ``source`` (a path or ``-``); return the summary."""
     from avsb_cli import checks, endpoints
     from avsb_cli.config import ConfigStore
+    from avsb_cli.policy import Policy
 
     if not 1 <= concurrency <= 16:
         raise UsageError("--concurrency must be between 1 and 16")
@@ -145,10 +146,7 @@ def send(
             seg, resolved = checks.usable_key(project, store=store, keystore=keystore)
             key_doc = {"key_masked": resolved.masked, "key_source": resolved.source}
         url = f"{endpoints.tracking_base(seg)}/v1/batch"
-        if not dry_run:  # (the client's module imports httpx, which a dry run does without)
-            from avsb_cli import segment
-
-            policy = policy or segment.Policy.from_env(timeout)
+        policy = policy or Policy.from_env(timeout)  # (checked in a dry run too)
     except BaseException:
         if opened:
             stream.close()
@@ -180,6 +178,8 @@ def send(
         doc["format"] = fmt
         chunks = parts(stream, fmt, MessageBuilder(project), strict=strict)
         if not dry_run:
+            from avsb_cli import segment  # (httpx, which a dry run does without)
+
             clients = [segment.build_client(transport, policy=policy,
                                             tls=not url.startswith("http://"))
                        for _ in range(concurrency)]
