@@ -4,7 +4,7 @@
       variation_id, variation_name, event_name: 'experiment_viewed'})
 
 Kept apart from the HTTP client (segment.py) so that what only builds
-messages, a ``segment send --dry-run`` or ``listen``'s checks, needs no httpx.
+messages, a ``segment send --dry-run``, needs no httpx.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The Segment client: the event A vs B sends, and delivery that survives a bad network.
+"""The Segment client: delivery that survives a bad network (the event is in event.py).
 
 One ``httpx.Client`` is built in ``build_client`` (User-Agent, timeouts, no
 redirects, a ``transport`` seam for tests). ``request`` wraps every call in

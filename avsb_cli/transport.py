@@ -3,7 +3,7 @@
 httpx's own transport (httpcore) carries the requests; ``Bounded`` wraps it
 (and a test's) so that a server that trickles, never ends or sends a
 compression bomb costs at most the ``--timeout`` deadline and MAX_ANSWER
-bytes. avsb had its own HTTP/1.1 transport until bench/RESULTS.md showed
+bytes. avsb had its own HTTP/1.1 transport until bench/DECISIONS.md showed
 httpx's within 10% of send's events/s and 30 ms of start-up (issue 11).
 """
 

@@ -380,14 +380,11 @@ def bulk(count: int, reps: int, peer_venv: Path, tmp: Path,
     for name, runs in results.items():
         if runs:
             summary[name] = statistics.median(r["events_per_s"] for r in runs)
-    # The speed of this machine drifts by a third over seconds: a ratio is the median
-    # of the ratios of runs made back to back, not a ratio of medians.
     for a, b in (("avsb", "limit"), ("avsb csv", "limit"), ("avsb", "analytics-python"),
                  ("baseline", "limit"), ("baseline csv", "limit")):
         if results.get(a) and results.get(b):
-            summary["ratios"][f"{a} / {b}"] = statistics.median(
-                x["events_per_s"] / y["events_per_s"]
-                for x, y in zip(results[a], results[b], strict=True))
+            summary["ratios"][f"{a} / {b}"] = paired(
+                [x["events_per_s"] for x in results[a]], [y["events_per_s"] for y in results[b]])
     data.unlink()
     data_csv.unlink()
     return summary
@@ -403,6 +400,13 @@ def json_loads_rate(path: Path) -> float:
     r = subprocess.run([sys.executable, "-c", code, str(path)], env=base_env(),
                        capture_output=True, text=True, timeout=TIMEOUT, check=True)
     return float(r.stdout)
+
+
+def paired(new: list[float], old: list[float]) -> float:
+    """The median of the ratios of runs made back to back: this machine's speed drifts
+    by a third over seconds, alike for both runs of a pair, so a ratio of medians
+    would move with the drift."""
+    return statistics.median(n / o for n, o in zip(new, old, strict=True))
 
 
 def dry_runs(count: int, reps: int, tmp: Path, baseline: str | None = None) -> dict[str, Any]:
@@ -429,19 +433,16 @@ def dry_runs(count: int, reps: int, tmp: Path, baseline: str | None = None) -> d
                     runs.setdefault(f"{form} {fmt} baseline", []).append(count / wall)
     for path in files.values():
         path.unlink()
-    # Each ratio is the median of the ratios of runs made back to back: the machine's
-    # speed drifts by a third over seconds here, alike for both runs of a pair.
     ratios = {}
     for form in FORMS:
         base, jl, cs = (runs[f"{form} {k}"] for k in ("json.loads", "jsonl", "csv"))
-        ratios[f"{form} jsonl"] = statistics.median(j / b for j, b in zip(jl, base, strict=True))
-        ratios[f"{form} csv"] = statistics.median(c / b for c, b in zip(cs, base, strict=True))
-        ratios[f"{form} csv/jsonl"] = statistics.median(c / j for c, j in zip(cs, jl, strict=True))
+        ratios[f"{form} jsonl"] = paired(jl, base)
+        ratios[f"{form} csv"] = paired(cs, base)
+        ratios[f"{form} csv/jsonl"] = paired(cs, jl)
         if baseline:
             for fmt in ("jsonl", "csv"):
-                new, old = runs[f"{form} {fmt}"], runs[f"{form} {fmt} baseline"]
-                ratios[f"{form} {fmt} baseline"] = statistics.median(
-                    n / o for n, o in zip(new, old, strict=True))
+                ratios[f"{form} {fmt} baseline"] = paired(runs[f"{form} {fmt}"],
+                                                          runs[f"{form} {fmt} baseline"])
     return {"count": count, "reps": reps, "runs": runs, "ratios": ratios,
             "rates": {k: round(statistics.median(v)) for k, v in runs.items()}}
 

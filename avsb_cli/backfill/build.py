@@ -80,6 +80,8 @@ _encode = msgspec.json.Encoder().encode
 _convert = msgspec.convert
 _second = operator.itemgetter(1)
 _fromiso = datetime.fromisoformat
+#: what a chunk built at once can raise; it is then read again a record at a time
+_CHUNK_FAILED = (msgspec.MsgspecError, BadRecord, ValueError, OverflowError, RecursionError)
 
 
 def utc_stamps(values: list[str]) -> list[str]:
@@ -284,7 +286,7 @@ class MessageBuilder:
         try:
             recs = _decoder.decode_lines(chunk)
             return Part(self.messages(recs), [], len(recs), done + n)
-        except (msgspec.MsgspecError, BadRecord, ValueError, OverflowError, RecursionError):
+        except _CHUNK_FAILED:
             return self.rows(read_jsonl(io.BytesIO(chunk), done), strict=strict,
                              last_line=done + n)
 
@@ -304,7 +306,7 @@ class MessageBuilder:
             try:
                 recs = list(itertools.starmap(Enrollment, map(pick, values)))
                 return Part(self.messages(recs), [], len(rows), rows[-1][0])
-            except (BadRecord, ValueError, OverflowError):
+            except _CHUNK_FAILED:
                 pass
         return self.rows([(n, dict(zip(names, row, strict=True)) if row else None, problem)  # type: ignore[arg-type]
                           for n, row, problem in rows], strict=strict)
