@@ -8,7 +8,6 @@ importing httpx.
 from __future__ import annotations
 
 import os
-import random
 from dataclasses import dataclass
 
 from avsb_cli.errors import UsageError
@@ -47,5 +46,7 @@ class Policy:
 
     def delay(self, retry: int) -> float:
         """Wait before retry number ``retry`` (1-based), with jitter."""
+        import random  # (only when a request is retried)
+
         base = min(self.backoff_cap, self.backoff * 2 ** (retry - 1))
         return base * random.uniform(0.5, 1.0)
