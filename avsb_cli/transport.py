@@ -74,7 +74,11 @@ class _Watchdog:
                 self._thread = threading.Thread(target=self._run, name="avsb-deadline",
                                                 daemon=True)
                 self._thread.start()
-            self._cond.notify()
+            if self._heap[0][1] == token:
+                # Woken only for a new first deadline: `segment send` arms one a
+                # request, each later than the last, and a wake-up a request cost
+                # three thread switches and the GIL each time.
+                self._cond.notify()
             return token
 
     def disarm(self, token: int) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import gzip
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
@@ -278,3 +279,20 @@ def test_a_proxy_in_the_environment_carries_https_never_plain_http(monkeypatch):
         direct = c._transport_for_url(httpx.URL("http://127.0.0.1:8080/v1/batch"))
     assert via_proxy is not c._transport and via_proxy.inner._pool._proxy_url is not None  # type: ignore[attr-defined]
     assert direct is c._transport  # (the write key never goes through a proxy in clear)
+
+
+def test_a_nearer_deadline_armed_later_still_fires_first():
+    """The watchdog is woken only for a new first deadline (not one a request):
+    a near deadline armed after a far one must still fire on time."""
+    from avsb_cli.transport import _Watchdog
+
+    dog = _Watchdog()
+    fired: list[str] = []
+    near = threading.Event()
+    dog.arm(time.monotonic() + 30, lambda: fired.append("far"))
+    time.sleep(0.2)  # the watchdog thread is now asleep until the far deadline
+    later = dog.arm(time.monotonic() + 60, lambda: fired.append("later"))
+    dog.arm(time.monotonic() + 0.2, lambda: (fired.append("near"), near.set()))
+    dog.disarm(later)
+    assert near.wait(10), "the near deadline did not fire"
+    assert fired == ["near"]
