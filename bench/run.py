@@ -17,8 +17,8 @@ bench/RESULTS.md (raw numbers in bench/results/latest.json).
 2. Dry runs: `avsb segment send --dry-run` of the same enrollments with four
    timestamp forms (milliseconds or not, Z or an offset), as JSON Lines and
    CSV, wall clock of the whole process, against the rate at which json.loads
-   alone gets through the same lines in this venv, run just before; 7
-   rounds, each ratio the median of the rounds' ratios. Targets: >= 75% of
+   alone gets through the same lines in this venv, run just before and just
+   after (their mean); 9 rounds, each ratio the median of the rounds' ratios. Targets: >= 75% of
    json.loads for every form and format; CSV >= 75% of JSON Lines.
 3. Bulk: events per second for the same enrollments (a) sent by
    `avsb segment send` as JSON Lines and as CSV, (b) sent by
@@ -421,23 +421,31 @@ def dry_runs(count: int, reps: int, tmp: Path, baseline: str | None = None) -> d
     runs: dict[str, list[float]] = {}
     for rep in range(reps):
         say(f"dry runs {rep + 1}/{reps}: {len(files)} files and json.loads, {count:,} lines")
-        for form in FORMS:  # json.loads, then avsb on the same lines, back to back
-            runs.setdefault(f"{form} json.loads", []).append(
-                json_loads_rate(files[form, "jsonl"]))
-            for fmt in ("jsonl", "csv"):
+        for form in FORMS:
+            # json.loads before and after each avsb run, whose baseline is their mean:
+            # this machine's speed drifts over the seconds a run takes, and a drift
+            # that is steady over the three cancels out. JSON Lines or CSV first, by turns.
+            lines = files[form, "jsonl"]
+            before = json_loads_rate(lines)
+            runs.setdefault(f"{form} json.loads", []).append(before)
+            for fmt in ("jsonl", "csv") if rep % 2 == 0 else ("csv", "jsonl"):
                 argv = ["segment", "send", str(files[form, fmt]), "--dry-run", "--json"]
                 wall, _ = timed([*avsb_argv(), *argv], env, limit=TIMEOUT)
                 runs.setdefault(f"{form} {fmt}", []).append(count / wall)
                 if baseline:
                     wall, _ = timed([baseline, *argv], env, limit=TIMEOUT)
                     runs.setdefault(f"{form} {fmt} baseline", []).append(count / wall)
+                after = json_loads_rate(lines)
+                runs[f"{form} json.loads"].append(after)
+                runs.setdefault(f"{form} {fmt} json.loads", []).append((before + after) / 2)
+                before = after
     for path in files.values():
         path.unlink()
     ratios = {}
     for form in FORMS:
-        base, jl, cs = (runs[f"{form} {k}"] for k in ("json.loads", "jsonl", "csv"))
-        ratios[f"{form} jsonl"] = paired(jl, base)
-        ratios[f"{form} csv"] = paired(cs, base)
+        jl, cs = runs[f"{form} jsonl"], runs[f"{form} csv"]
+        ratios[f"{form} jsonl"] = paired(jl, runs[f"{form} jsonl json.loads"])
+        ratios[f"{form} csv"] = paired(cs, runs[f"{form} csv json.loads"])
         ratios[f"{form} csv/jsonl"] = paired(cs, jl)
         if baseline:
             for fmt in ("jsonl", "csv"):
@@ -480,7 +488,7 @@ def versions() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
     found = {}
-    for name in ("avsb", "typer", "rich", "httpx", "keyring", "jeepney", "zlib-ng"):
+    for name in ("avsb", "typer", "rich", "httpx", "keyring", "jeepney", "isal"):
         try:
             found[name] = version(name)
         except PackageNotFoundError:
@@ -537,7 +545,9 @@ def render(res: dict[str, Any]) -> tuple[str, str]:
                   "",
                   "`avsb segment send FILE --dry-run --json`, wall clock of the whole process "
                   "(start-up included), against `json.loads` alone over the same JSON Lines "
-                  "(the loop only) in the same venv, run just before it. Rates are medians; "
+                  "(the loop only) in the same venv, run just before and just after it (the "
+                  "pair's mean is its baseline: the machine's speed drifts over a run). "
+                  "Rates are medians; "
                   "each ratio is the median of the rounds' ratios. Targets: >= 75% of "
                   "json.loads for every form and format; CSV >= 75% of JSON Lines.", "",
                   "| timestamps | json.loads lines/s | JSON Lines events/s | vs json.loads | "
@@ -733,7 +743,7 @@ def main() -> None:
         if "startup" in parts:
             res["startup"] = startup(runs, tmp)
         if "dry" in parts:  # (a second a run: more rounds, the noise here is large)
-            res["dry"] = dry_runs(events, reps if q else max(reps, 7), tmp, args.baseline)
+            res["dry"] = dry_runs(events, reps if q else max(reps, 9), tmp, args.baseline)
         if "bulk" in parts:
             res["bulk"] = bulk(events, reps if q else max(reps, 5), args.peer_venv, tmp,
                                args.baseline)

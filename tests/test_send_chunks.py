@@ -291,7 +291,7 @@ def test_a_failed_batch_is_read_back_from_its_body_as_built():
     assert backfill.messages_of(backfill.gzip_batch(b",".join(messages), "T")) == messages
 
 
-def test_gzip_batch_without_zlib_ng_is_the_same_document(monkeypatch):
+def test_gzip_batch_without_isal_is_the_same_document(monkeypatch):
     messages = [json.dumps(enrollment(i)).encode() for i in range(300)]
     fast = backfill.gzip_batch(b",".join(messages), "T")
     monkeypatch.setattr(deliver, "zlib", zlib)
