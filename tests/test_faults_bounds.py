@@ -8,6 +8,7 @@ processes where the bound is the process's (time, peak RSS).
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -287,6 +288,17 @@ def test_dev_zero_is_one_clean_error(tmp_path, fmt):
                            "--dry-run", *fmt], env=env, capture_output=True, text=True,
                           timeout=60)
     assert proc.returncode == 8 and "not a text file" in _one_error(proc)
+
+
+def test_a_nul_byte_after_the_start_is_a_bad_line_not_a_binary_file(cli, tmp_path):
+    # (hypothesis found it: a NUL anywhere in the first 4 KB refused the whole file)
+    path = tmp_path / "e.jsonl"
+    path.write_bytes((ENROLLMENT % 1).encode() + b'{"experiment_id": "\x00"}\n'
+                     + (ENROLLMENT % 3).encode())
+    r = cli("segment", "send", str(path), "--dry-run", "--json")
+    doc = json.loads(r.stdout)
+    assert r.exit_code == 8 and doc["valid"] == 2, r.output
+    assert [b["line"] for b in doc["bad_lines"]] == [2]
 
 
 def test_a_fifo_is_never_opened_for_the_progress_count(tmp_path):

@@ -33,9 +33,10 @@ def too_long() -> str:
 
 
 def detect_format(source: str, fmt: str | None, stream: Any) -> str:
-    # JSON Lines and CSV are text: NUL bytes at the start are a binary file
-    # (or /dev/zero, one endless line), refused at once rather than skipped forever.
-    if b"\0" in stream.peek(4096)[:4096]:
+    # JSON Lines and CSV are text: a NUL byte first is a binary file (or
+    # /dev/zero, one endless line), refused at once rather than skipped forever.
+    # A NUL further on is a bad line, like any other that is not an enrollment.
+    if stream.peek(4)[:4].removeprefix(BOM)[:1] == b"\0":
         raise InputError(f"{'standard input' if source == '-' else source} is not a text "
                          "file (it has NUL bytes)", hint="pass a JSON Lines or CSV file")
     if fmt:
