@@ -18,8 +18,9 @@ bench/RESULTS.md (raw numbers in bench/results/latest.json).
    timestamp forms (milliseconds or not, Z or an offset), as JSON Lines and
    CSV, wall clock of the whole process, against the rate at which json.loads
    alone gets through the same lines in this venv, run just before and just
-   after (their mean); 9 rounds, each ratio the median of the rounds' ratios. Targets: >= 75% of
-   json.loads for every form and format; CSV >= 75% of JSON Lines.
+   after (their mean); 9 rounds, each ratio the median of the rounds' ratios.
+   Targets: >= 75% of json.loads for every form and format; CSV >= 75% of
+   JSON Lines.
 3. Bulk: events per second for the same enrollments (a) sent by
    `avsb segment send` as JSON Lines and as CSV, (b) sent by
    segment-analytics-python 2.4.0 with its defaults (in its own venv, never
