@@ -87,3 +87,22 @@ def test_every_timestamp_form_is_normalised_as_datetime_would(when, minutes, spe
     utc = datetime.fromisoformat(text).astimezone(UTC)  # (the text may drop digits)
     spec = "milliseconds" if utc.microsecond % 1000 == 0 else "microseconds"
     assert backfill.normalise_timestamp(text) == utc.isoformat(timespec=spec)[:-6] + "Z"
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(
+    st.datetimes(min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30)),
+    st.sampled_from([0, 120, -300, 330]) | st.integers(-23 * 60 - 59, 23 * 60 + 59),
+    st.integers(0, 59), st.integers(0, 999_999)), min_size=1, max_size=12))
+def test_a_chunk_with_many_zones_is_normalised_stamp_by_stamp(stamps):
+    """utc_stamps shifts a chunk's stamps by their offsets at once: any mix of
+    zones, seconds in an offset included, gives what each stamp alone gives."""
+    texts = []
+    for when, minutes, seconds, micros in stamps:
+        offset = timedelta(minutes=minutes, seconds=seconds if micros % 3 == 0 else 0,
+                           microseconds=micros if micros % 5 == 0 else 0)
+        texts.append(when.replace(tzinfo=timezone(offset)).isoformat())
+    utc = [datetime.fromisoformat(t).astimezone(UTC) for t in texts]
+    assert backfill.build.utc_stamps(texts) == [
+        u.isoformat(timespec="milliseconds" if u.microsecond % 1000 == 0 else "microseconds"
+                    )[:-6] + "Z" for u in utc]

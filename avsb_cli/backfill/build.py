@@ -18,7 +18,7 @@ import itertools
 import operator
 import re
 from collections.abc import Iterable
-from datetime import UTC, datetime
+from datetime import datetime
 from hashlib import sha256
 from typing import Any, NamedTuple
 
@@ -80,6 +80,9 @@ _encode = msgspec.json.Encoder().encode
 _convert = msgspec.convert
 _second = operator.itemgetter(1)
 _fromiso = datetime.fromisoformat
+_zone = operator.attrgetter("tzinfo")
+_offset = operator.methodcaller("utcoffset")
+_LABEL_PROBE = datetime(2000, 1, 1)  # encoded: '"2000-01-01T00:00:00' and the zone's label
 #: a whole-seconds stamp's end in msgspec's JSON ("...:SSZ"), to get ".000"
 _WHOLE_SECONDS = re.compile(rb'Z(?<=:\d\dZ)"')
 #: what a chunk built at once can raise; it is then read again a record at a time
@@ -93,13 +96,27 @@ def utc_stamps(values: list[str]) -> list[str]:
     OverflowError, TypeError) if any is not one; ``normalise_timestamp`` says why.
     """
     whens = list(map(_fromiso, values))
-    utc = [w if w.tzinfo is UTC else w.astimezone(UTC) for w in whens if w.tzinfo is not None]
-    if len(utc) != len(whens):
+    zones = set(map(_zone, whens))
+    if None in zones:
         raise ValueError("no time zone")
+    # Each stamp minus its offset is its UTC time still labelled with its zone,
+    # and msgspec writes the label as a suffix, swapped for Z below. A chunk's
+    # stamps mostly share one zone: one offset for all of them. (astimezone, a
+    # stamp at a time, made this 756 ns a stamp with offsets, against 534.)
+    if len(zones) == 1:
+        offset = next(iter(zones)).utcoffset(None)
+        utc = list(map(operator.sub, whens, itertools.repeat(offset))) if offset else whens
+    else:
+        utc = list(map(operator.sub, whens, map(_offset, whens)))
+    text = _encode(utc)
+    for zone in zones:  # (msgspec writes "+05:30" for a zone of +05:30:15 too)
+        label = _encode(_LABEL_PROBE.replace(tzinfo=zone))[20:]  # b'+05:30"' or b'Z"'
+        if label != b'Z"':
+            text = text.replace(label, b'Z"')
     # msgspec writes fractions with six digits and whole seconds as "...:SSZ":
     # both fixed on the encoded list, in C (a Python step per stamp was 5-7%
     # of a dry run's instructions).
-    return _WHOLE_SECONDS.sub(b'.000Z"', _encode(utc).replace(b'000Z"', b'Z"')
+    return _WHOLE_SECONDS.sub(b'.000Z"', text.replace(b'000Z"', b'Z"')
                               ).decode()[2:-2].split('","')
 
 
