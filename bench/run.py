@@ -673,25 +673,27 @@ def notes(res: dict[str, Any]) -> list[str]:
                    "offset CSV is the slowest case. A round's ratio moves by up to a "
                    "third from one round to the next here.")
     b = res.get("bulk")
-    short = bool(b and b.get("limit")
-                 and min(b["ratios"]["avsb / limit"], b["ratios"]["avsb csv / limit"]) < 0.75)
-    if b and b.get("limit") and (short or b["ratios"].get("avsb / analytics-python", 10) < 10):
-        rates = {name: [r["events_per_s"] for r in b["runs"][name]] for name in ("limit", "avsb")}
-        rounds = [a / lim for a, lim in zip(rates["avsb"], rates["limit"], strict=True)]
-        out.append(f"- bulk: this machine's speed moves within a run. Round by round, avsb / "
-                   f"limit went from {min(rounds):.0%} to {max(rounds):.0%}; the limit's "
-                   f"rounds from {min(rates['limit']):,} to {max(rates['limit']):,} events/s, "
-                   f"avsb's from {min(rates['avsb']):,} to {max(rates['avsb']):,}.")
-    if short:
-        out.append("- send vs limit: the limit is the server alone on one core, parsing "
-                   "pre-built batches. avsb reads and builds every record in one Python "
-                   "thread (msgspec decodes and encodes in C; the messageId's SHA-256, the "
-                   "timestamps and the Python around them remain, about as much time a "
-                   "record as json.loads takes) while its senders compress and post, and "
-                   "the server parses, all on the same 2 CPUs. avsb's CPU time for a "
-                   "send is about twice a dry run's, and the server is busy about three "
-                   "quarters of the time: avsb's pipeline, not the server, sets the pace. "
-                   "Start-up (with httpx) is part of avsb's time, not of the limit's.")
+    if b and b.get("limit"):
+        short = min(b["ratios"]["avsb / limit"], b["ratios"]["avsb csv / limit"]) < 0.75
+        if short or b["ratios"].get("avsb / analytics-python", 10) < 10:
+            rates = {name: [r["events_per_s"] for r in b["runs"][name]]
+                     for name in ("limit", "avsb")}
+            rounds = [a / lim for a, lim in zip(rates["avsb"], rates["limit"], strict=True)]
+            out.append(f"- bulk: this machine's speed moves within a run. Round by round, "
+                       f"avsb / limit went from {min(rounds):.0%} to {max(rounds):.0%}; the "
+                       f"limit's rounds from {min(rates['limit']):,} to "
+                       f"{max(rates['limit']):,} events/s, avsb's from {min(rates['avsb']):,} "
+                       f"to {max(rates['avsb']):,}.")
+        if short:
+            out.append("- send vs limit: the limit is the server alone on one core, parsing "
+                       "pre-built batches. avsb reads and builds every record in one Python "
+                       "thread (msgspec decodes and encodes in C; the messageId's SHA-256, the "
+                       "timestamps and the Python around them remain, about as much time a "
+                       "record as json.loads takes) while its senders compress and post, and "
+                       "the server parses, all on the same 2 CPUs. avsb's CPU time for a "
+                       "send is about twice a dry run's, and the server is busy about three "
+                       "quarters of the time: avsb's pipeline, not the server, sets the pace. "
+                       "Start-up (with httpx) is part of avsb's time, not of the limit's.")
     return ["", "Targets not met here:", "", *out] if out else []
 
 
